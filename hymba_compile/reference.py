@@ -266,7 +266,8 @@ class HymbaReference:
     # ---- prefill -----------------------------------------------------------------------------
     def _pack(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
         """Embed and prepend meta tokens [§3.9], pads moved before the meta tokens.
-        -> hidden [b, M+n, H], valid [b, M+n] bool, positions [b, M+n] (-1 at pads)."""
+        -> hidden [b, M+n, H], valid [b, M+n] bool, positions [b, M+n] (-1 at pads),
+        real [b, n] bool (the input positions that are not pads)."""
         c = self.config
         b, n = input_ids.shape
         emb = F.embedding(input_ids, self.params["model.embed_tokens.weight"])
@@ -285,14 +286,14 @@ class HymbaReference:
         valid_t = torch.stack(valid)
         positions = torch.cumsum(valid_t.long(), dim=-1) - 1
         positions = positions.masked_fill(~valid_t, -1)
-        return torch.stack(rows), valid_t, positions
+        return torch.stack(rows), valid_t, positions, real
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 want_cache: bool = True) -> tuple[torch.Tensor, ReferenceCache | None]:
         """Prompt forward [§3]: input_ids [b, n] (left-padded where attention_mask has zeros)
         -> (logits [b, n, vocab] float32, zero at pad positions; the decode cache)."""
         c = self.config
-        h, valid, pos = self._pack(input_ids, attention_mask)
+        h, valid, pos, real = self._pack(input_ids, attention_mask)
         b, t, _ = h.shape
         cos, sin = rope_cos_sin(pos.clamp(min=0), c.qk_head_dim, c.rope_base, self.dtype)
         keep = valid[..., None]
@@ -328,7 +329,6 @@ class HymbaReference:
         h = rms_norm(h, self.params["model.final_layernorm.weight"], c.rms_norm_eps)
         n = input_ids.shape[1]
         logits = F.linear(h[:, c.num_memory_tokens:], self.lm_head).float()  # [b, n, vocab]
-        real = valid[:, c.num_memory_tokens:]
         logits = logits.masked_fill(~real[..., None], 0.0)
         cache = None
         if want_cache:

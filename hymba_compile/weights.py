@@ -128,7 +128,7 @@ def load_parameters(folder: str | os.PathLike, config: HymbaConfig,
             problems.append(f"unexpected {name} (shape {list(shape)})")
     if problems:
         raise WeightsError(f"checkpoint {folder} does not match the config "
-                           f"({len(problems)} problems):\n  " + "\n  ".join(problems))
+                           f"({len(problems)} problems): " + "; ".join(problems))
 
     params: dict[str, torch.Tensor] = {}
     by_file: dict[Path, list[str]] = {}
@@ -151,7 +151,7 @@ def save_parameters(folder: str | os.PathLike, config: HymbaConfig,
     problems += [f"unexpected {n}" for n in params
                  if n not in expected and not (n == LM_HEAD and config.tie_word_embeddings)]
     if problems:
-        raise WeightsError("parameters do not match the config:\n  " + "\n  ".join(problems))
+        raise WeightsError("parameters do not match the config: " + "; ".join(problems))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {n: params[n].detach().contiguous() for n in expected}

@@ -1,0 +1,166 @@
+"""Command line: `python -m hymba_compile generate | info`.
+
+Bad input exits with status 2 and one line `error: ...` on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+DEFAULT_MODEL = "tiny"
+DEFAULT_TEXT_PROMPT = "The meaning of life is"
+DEFAULT_ID_PROMPT = "1"
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m hymba_compile",
+                                     description="Hymba-1.5B through Apache TVM, with an eager oracle.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", default=DEFAULT_MODEL,
+                       help=f"checkpoint folder (official HF format) or preset: tiny, hymba-1.5b "
+                            f"(default: {DEFAULT_MODEL})")
+        p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
+                       help="weight/activation dtype (default: the checkpoint's torch_dtype)")
+
+    gen = sub.add_parser("generate", help="generate text from a prompt, streaming it")
+    model_args(gen)
+    gen.add_argument("--prompt", default=None,
+                     help="prompt text; for a model without tokenizer, token ids like '1 42 7'")
+    gen.add_argument("--max-new-tokens", type=_non_negative_int, default=48)
+    gen.add_argument("--backend", choices=["eager"], default="eager")
+    gen.add_argument("--seed", type=int, default=None, help="sampling seed")
+    gen.add_argument("--temperature", type=float, default=None,
+                     help="sample with this temperature (default: greedy)")
+    gen.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens")
+    gen.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    gen.add_argument("--chat", action="store_true", help="wrap the prompt in the Instruct chat template")
+    gen.add_argument("--tokenizer", default=None, help="folder with tokenizer.json to use instead")
+
+    info = sub.add_parser("info", help="print the config, layer plan, parameter count, cache size")
+    model_args(info)
+    return parser
+
+
+def _prompt_ids(model, args) -> list[int]:
+    """Token ids for --prompt: tokenized text, or literal ids when the model has no tokenizer."""
+    from .errors import InputError
+
+    tok = model.tokenizer
+    if tok is None:
+        if args.chat:
+            raise InputError("--chat needs a tokenizer; this model has none (pass --tokenizer DIR)")
+        text = DEFAULT_ID_PROMPT if args.prompt is None else args.prompt
+        try:
+            ids = [int(t) for t in text.replace(",", " ").split()]
+        except ValueError:
+            raise InputError(f"model {model.source} has no tokenizer: give --prompt as token ids "
+                             "such as '1 42 7', or pass --tokenizer DIR") from None
+    else:
+        text = DEFAULT_TEXT_PROMPT if args.prompt is None else args.prompt
+        if not text.strip():
+            raise InputError("the prompt is empty")
+        ids = tok.encode_chat([{"role": "user", "content": text}]) if args.chat else tok.encode(text)
+    if not ids:
+        raise InputError("the prompt is empty")
+    return ids
+
+
+def cmd_generate(args) -> int:
+    import torch
+
+    from . import load
+
+    model = load(args.model, backend=args.backend, dtype=args.dtype, tokenizer=args.tokenizer)
+    ids = _prompt_ids(model, args)
+    do_sample = args.temperature is not None or args.top_k is not None or args.top_p is not None
+    tok = model.tokenizer
+    out = sys.stdout
+    if tok is not None:
+        stream = tok.stream(ids)
+        out.write(tok.decode(ids))
+        emit = lambda t: out.write(stream.push(int(t[0])))  # noqa: E731
+    else:
+        stream = None
+        out.write(" ".join(map(str, ids)) + " |")
+        emit = lambda t: out.write(f" {int(t[0])}")  # noqa: E731
+
+    def on_tokens(t: torch.Tensor) -> None:
+        emit(t)
+        out.flush()
+
+    result = model.generate(torch.tensor([ids]), args.max_new_tokens, do_sample=do_sample,
+                            temperature=args.temperature if args.temperature is not None else 1.0,
+                            top_k=args.top_k, top_p=args.top_p, seed=args.seed, on_tokens=on_tokens)
+    if stream is not None:
+        out.write(stream.flush())
+    s = model.last_stats
+    new = result.shape[1] - len(ids)
+    out.write("\n")
+    print(f"[{model.source} | backend {args.backend} | {str(model.dtype).replace('torch.', '')}] "
+          f"prompt {len(ids)} tokens, generated {new} tokens, prefill {s.prefill_s:.2f} s, "
+          f"decode {s.decode_tok_s:.1f} tokens/s", file=out)
+    return 0
+
+
+def cmd_info(args) -> int:
+    from . import load
+    from .weights import parameter_count
+
+    model = load(args.model, dtype=args.dtype)
+    c = model.config
+    plan = c.layer_plan()
+    print(f"model: {model.source}")
+    print(f"dtype: {str(model.dtype).replace('torch.', '')}; tokenizer: "
+          f"{'yes' if model.tokenizer else 'none'}")
+    print(f"hidden {c.hidden_size}, layers {c.num_hidden_layers}, heads {c.num_attention_heads} q / "
+          f"{c.num_key_value_heads} kv (q/k dim {c.qk_head_dim}, v dim {c.v_dim}), ssm inner "
+          f"{c.d_inner} state {c.mamba_d_state} conv {c.mamba_d_conv} dt rank {c.mamba_dt_rank}, "
+          f"ffn {c.intermediate_size}, vocab {c.vocab_size}")
+    print(f"meta tokens {c.num_memory_tokens}, sliding window {c.sliding_window}, "
+          f"rope base {c.rope_base:.2f} (NTK), context {c.max_context}")
+    print("layer plan:")
+    for p in plan:
+        kv = "owns K/V" if p.owns_kv else f"reads K/V of layer {p.kv_source}"
+        print(f"  {p.index:3d}  {p.attention:8s} {kv}")
+    n_params = parameter_count(c)
+    print(f"parameters: {n_params:,} (without the tied lm_head)")
+    kv_bf16 = c.kv_cache_bytes_per_token(2)
+    owners = sum(p.owns_kv for p in plan)
+    state = c.num_hidden_layers * c.d_inner * (c.mamba_d_conv * 2 + c.mamba_d_state * 4)
+    print(f"K/V cache: {kv_bf16:,} bytes per token in bf16 ({owners} owning layers x "
+          f"{kv_bf16 // max(owners, 1):,}); consumers store none")
+    print(f"conv (bf16) + SSM (fp32) state: {state:,} bytes per sequence")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import HymbaError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return {"generate": cmd_generate, "info": cmd_info}[args.command](args)
+    except HymbaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""The public model object: `hymba_compile.load(...)` and what it returns."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .config import PRESETS, HymbaConfig, preset
+from .errors import HymbaError, InputError, ModelNotFoundError
+from .generate import GenerationStats, SamplingParams, generate_tokens
+from .reference import HymbaReference
+from .tokenizer import HymbaTokenizer
+from .weights import load_parameters, random_parameters
+
+BACKENDS = ("eager",)
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, config: HymbaConfig) -> torch.dtype:
+    """A torch dtype from a name, a dtype, or None (the checkpoint's torch_dtype)."""
+    if dtype is None:
+        dtype = config.torch_dtype if config.torch_dtype in DTYPES else "float32"
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise InputError(f"dtype {dtype} is not supported; use float32 or bfloat16")
+        return dtype
+    if dtype not in DTYPES:
+        raise InputError(f"dtype {dtype!r} is not supported; use float32 or bfloat16")
+    return DTYPES[dtype]
+
+
+class HymbaModel:
+    """A loaded Hymba: config, tokenizer (or None) and a backend that runs prefill and decode."""
+
+    def __init__(self, config: HymbaConfig, backend, tokenizer: HymbaTokenizer | None,
+                 source: str, dtype: torch.dtype):
+        self.config = config
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.source = source
+        self.dtype = dtype
+        self.last_stats = GenerationStats()
+
+    # ---- input checking ----------------------------------------------------------------------
+    def _prepare(self, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Validate ids [b, n] (a flat list or 1-D tensor is taken as one row) and a left-padding
+        mask of the same shape; raise InputError naming the problem."""
+        ids = torch.as_tensor(input_ids)
+        if ids.dim() == 1:
+            ids = ids[None]
+        if ids.dim() != 2:
+            raise InputError(f"input_ids must be [batch, n], got shape {list(ids.shape)}")
+        if ids.dtype.is_floating_point or ids.dtype == torch.bool:
+            raise InputError(f"input_ids must be integers, got {ids.dtype}")
+        ids = ids.long()
+        if ids.shape[0] == 0 or ids.shape[1] == 0:
+            raise InputError("the prompt is empty: input_ids has no tokens")
+        vocab = self.config.vocab_size
+        if int(ids.min()) < 0 or int(ids.max()) >= vocab:
+            bad = ids[(ids < 0) | (ids >= vocab)][0].item()
+            raise InputError(f"token id {bad} is outside the vocabulary [0, {vocab})")
+        mask = None
+        if attention_mask is not None:
+            mask = torch.as_tensor(attention_mask)
+            if mask.dim() == 1:
+                mask = mask[None]
+            if tuple(mask.shape) != tuple(ids.shape):
+                raise InputError(f"attention_mask shape {list(mask.shape)} != input_ids shape "
+                                 f"{list(ids.shape)}")
+            mask = mask.bool()
+            if not bool((mask[:, 1:].long() >= mask[:, :-1].long()).all()):
+                raise InputError("attention_mask must be left padding: zeros before ones in each row")
+            if not bool(mask.any(-1).all()):
+                raise InputError("a row of attention_mask has no real token")
+            if bool(mask.all()):
+                mask = None
+        longest = int(ids.shape[1] if mask is None else mask.sum(-1).max())
+        if longest > self.config.max_context:
+            raise InputError(f"the prompt has {longest} tokens, over the context limit of "
+                             f"{self.config.max_context}")
+        return ids, mask
+
+    # ---- public API --------------------------------------------------------------------------
+    def logits(self, input_ids, attention_mask=None) -> torch.Tensor:
+        """Logits of every prompt position: [batch, n, vocab] float32 (zeros at pad positions)."""
+        ids, mask = self._prepare(input_ids, attention_mask)
+        with torch.inference_mode():
+            logits, _ = self.backend.prefill(ids, mask, want_cache=False)
+        return logits
+
+    def generate(self, input_ids, max_new_tokens: int, do_sample: bool = False,
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                 seed: int | None = None, attention_mask=None, on_tokens=None) -> torch.Tensor:
+        """Greedy or sampled continuation, stopping per row at EOS: [batch, n + new] int64.
+        `on_tokens(tokens [batch])` is called as each step's tokens are chosen (for streaming)."""
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+            raise InputError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
+        sampling = SamplingParams(do_sample, temperature, top_k, top_p, seed)
+        ids, mask = self._prepare(input_ids, attention_mask)
+        longest = int(ids.shape[1] if mask is None else mask.sum(-1).max())
+        if longest + max_new_tokens > self.config.max_context:
+            raise InputError(f"prompt ({longest} tokens) + max_new_tokens ({max_new_tokens}) exceeds "
+                             f"the context limit of {self.config.max_context}")
+        self.last_stats = GenerationStats()
+        with torch.inference_mode():
+            return generate_tokens(self.backend, ids, mask, max_new_tokens, sampling,
+                                   self.config.eos_ids, self.config.pad_token_id or 0,
+                                   on_tokens=on_tokens, stats=self.last_stats)
+
+
+def load(path_or_preset: str | os.PathLike, backend: str = "eager",
+         dtype: str | torch.dtype | None = None, seed: int = 0,
+         tokenizer: str | os.PathLike | None = None) -> HymbaModel:
+    """Load a checkpoint folder (official HF format) or build a preset with seeded random weights.
+
+    dtype: "float32" | "bfloat16" (default: the checkpoint's torch_dtype). tokenizer: a folder
+    with tokenizer.json to use instead of the checkpoint's own (presets have none).
+    """
+    if backend not in BACKENDS:
+        raise HymbaError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    path = Path(path_or_preset)
+    if path.is_dir():
+        config = HymbaConfig.from_file(path)
+        torch_dtype = resolve_dtype(dtype, config)
+        params = load_parameters(path, config, torch_dtype)
+        source = str(path)
+        tok_dir = path
+    elif str(path_or_preset) in PRESETS:
+        config = preset(str(path_or_preset))
+        torch_dtype = resolve_dtype(dtype, config)
+        params = random_parameters(config, seed=seed, dtype=torch_dtype)
+        source = f"preset {path_or_preset} (random weights, seed {seed})"
+        tok_dir = None
+    else:
+        raise ModelNotFoundError(f"model {str(path_or_preset)!r} is neither a checkpoint folder "
+                                 f"nor a preset ({', '.join(PRESETS)})")
+    if tokenizer is not None:
+        if not HymbaTokenizer.available(tokenizer):
+            raise ModelNotFoundError(f"no tokenizer.json in {tokenizer}")
+        tok = HymbaTokenizer.from_folder(tokenizer)
+    else:
+        tok = HymbaTokenizer.from_folder(tok_dir) if tok_dir and HymbaTokenizer.available(tok_dir) else None
+    return HymbaModel(config, HymbaReference(config, params), tok, source, torch_dtype)

@@ -1,0 +1,18 @@
+"""Shared test helpers: where ../shared is, and skips that say why when it is absent."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("HYMBA_SHARED", REPO.parent / "shared"))
+FIXTURE_DIR = SHARED / "fixtures" / "official-tiny"
+OFFICIAL_CONFIG_DIR = SHARED / "hymba-1.5b-base"
+
+needs_fixture = pytest.mark.skipif(
+    not (FIXTURE_DIR / "expected.safetensors").is_file(),
+    reason=f"official fixture not found at {FIXTURE_DIR} (clone ../shared beside the repo or set HYMBA_SHARED)")
+needs_official_config = pytest.mark.skipif(
+    not (OFFICIAL_CONFIG_DIR / "config.json").is_file(),
+    reason=f"official Hymba-1.5B config not found at {OFFICIAL_CONFIG_DIR} (set HYMBA_SHARED)")
