@@ -23,10 +23,17 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (and exit status 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m hymba_compile",
+    parser = _Parser(prog="python -m hymba_compile",
                                      description="Hymba-1.5B through Apache TVM, with an eager oracle.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def model_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", default=DEFAULT_MODEL,
@@ -116,15 +123,16 @@ def cmd_generate(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from . import load
+    from .model import load_config, resolve_dtype
+    from .tokenizer import HymbaTokenizer
     from .weights import parameter_count
 
-    model = load(args.model, dtype=args.dtype)
-    c = model.config
+    c, folder = load_config(args.model)
     plan = c.layer_plan()
-    print(f"model: {model.source}")
-    print(f"dtype: {str(model.dtype).replace('torch.', '')}; tokenizer: "
-          f"{'yes' if model.tokenizer else 'none'}")
+    has_tok = folder is not None and HymbaTokenizer.available(folder)
+    print(f"model: {folder if folder is not None else 'preset ' + args.model}")
+    print(f"dtype: {str(resolve_dtype(args.dtype, c)).replace('torch.', '')}; tokenizer: "
+          f"{'yes' if has_tok else 'none'}")
     print(f"hidden {c.hidden_size}, layers {c.num_hidden_layers}, heads {c.num_attention_heads} q / "
           f"{c.num_key_value_heads} kv (q/k dim {c.qk_head_dim}, v dim {c.v_dim}), ssm inner "
           f"{c.d_inner} state {c.mamba_d_state} conv {c.mamba_d_conv} dt rank {c.mamba_dt_rank}, "

@@ -48,23 +48,29 @@ class HymbaModel:
     def _prepare(self, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Validate ids [b, n] (a flat list or 1-D tensor is taken as one row) and a left-padding
         mask of the same shape; raise InputError naming the problem."""
-        ids = torch.as_tensor(input_ids)
+        try:
+            ids = torch.as_tensor(input_ids)
+        except (ValueError, TypeError, RuntimeError) as e:
+            raise InputError(f"input_ids must be a rectangular array of token ids: {e}") from None
         if ids.dim() == 1:
             ids = ids[None]
         if ids.dim() != 2:
             raise InputError(f"input_ids must be [batch, n], got shape {list(ids.shape)}")
+        if ids.shape[0] == 0 or ids.shape[1] == 0:
+            raise InputError("the prompt is empty: input_ids has no tokens")
         if ids.dtype.is_floating_point or ids.dtype == torch.bool:
             raise InputError(f"input_ids must be integers, got {ids.dtype}")
         ids = ids.long()
-        if ids.shape[0] == 0 or ids.shape[1] == 0:
-            raise InputError("the prompt is empty: input_ids has no tokens")
         vocab = self.config.vocab_size
         if int(ids.min()) < 0 or int(ids.max()) >= vocab:
             bad = ids[(ids < 0) | (ids >= vocab)][0].item()
             raise InputError(f"token id {bad} is outside the vocabulary [0, {vocab})")
         mask = None
         if attention_mask is not None:
-            mask = torch.as_tensor(attention_mask)
+            try:
+                mask = torch.as_tensor(attention_mask)
+            except (ValueError, TypeError, RuntimeError) as e:
+                raise InputError(f"attention_mask must be a rectangular 0/1 array: {e}") from None
             if mask.dim() == 1:
                 mask = mask[None]
             if tuple(mask.shape) != tuple(ids.shape):
@@ -111,6 +117,17 @@ class HymbaModel:
                                    on_tokens=on_tokens, stats=self.last_stats)
 
 
+def load_config(path_or_preset: str | os.PathLike) -> tuple[HymbaConfig, Path | None]:
+    """The config of a checkpoint folder (and the folder) or of a preset (and None)."""
+    path = Path(path_or_preset)
+    if path.is_dir():
+        return HymbaConfig.from_file(path), path
+    if str(path_or_preset) in PRESETS:
+        return preset(str(path_or_preset)), None
+    raise ModelNotFoundError(f"model {str(path_or_preset)!r} is neither a checkpoint folder "
+                             f"nor a preset ({', '.join(PRESETS)})")
+
+
 def load(path_or_preset: str | os.PathLike, backend: str = "eager",
          dtype: str | torch.dtype | None = None, seed: int = 0,
          tokenizer: str | os.PathLike | None = None) -> HymbaModel:
@@ -121,26 +138,22 @@ def load(path_or_preset: str | os.PathLike, backend: str = "eager",
     """
     if backend not in BACKENDS:
         raise HymbaError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
-    path = Path(path_or_preset)
-    if path.is_dir():
-        config = HymbaConfig.from_file(path)
-        torch_dtype = resolve_dtype(dtype, config)
-        params = load_parameters(path, config, torch_dtype)
-        source = str(path)
-        tok_dir = path
-    elif str(path_or_preset) in PRESETS:
-        config = preset(str(path_or_preset))
-        torch_dtype = resolve_dtype(dtype, config)
+    config, folder = load_config(path_or_preset)
+    torch_dtype = resolve_dtype(dtype, config)
+    if folder is not None:
+        params = load_parameters(folder, config, torch_dtype)
+        source = str(folder)
+    else:
         params = random_parameters(config, seed=seed, dtype=torch_dtype)
         source = f"preset {path_or_preset} (random weights, seed {seed})"
-        tok_dir = None
-    else:
-        raise ModelNotFoundError(f"model {str(path_or_preset)!r} is neither a checkpoint folder "
-                                 f"nor a preset ({', '.join(PRESETS)})")
+    tok_dir = folder
     if tokenizer is not None:
         if not HymbaTokenizer.available(tokenizer):
             raise ModelNotFoundError(f"no tokenizer.json in {tokenizer}")
         tok = HymbaTokenizer.from_folder(tokenizer)
     else:
         tok = HymbaTokenizer.from_folder(tok_dir) if tok_dir and HymbaTokenizer.available(tok_dir) else None
+    if tok is not None and tok.vocab_size > config.vocab_size:
+        raise ModelNotFoundError(f"the tokenizer has {tok.vocab_size} tokens but the model's vocabulary "
+                                 f"has {config.vocab_size}: they do not belong together")
     return HymbaModel(config, HymbaReference(config, params), tok, source, torch_dtype)
