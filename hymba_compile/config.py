@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, ModelNotFoundError
+from .fileio import atomic_write_text
 
 GLOBAL = "global"
 SLIDING = "sliding"
@@ -302,15 +302,8 @@ class HymbaConfig:
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write folder/config.json atomically."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / "config.json"
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".config.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
-            f.write("\n")
-        os.replace(tmp, target)
-        return target
+        return atomic_write_text(Path(folder) / "config.json",
+                                 json.dumps(self.to_dict(), indent=2) + "\n")
 
     def replace(self, **changes: Any) -> "HymbaConfig":
         """A validated copy with some fields changed."""

@@ -202,10 +202,12 @@ class HymbaReference:
     """HymbaForCausalLM forward with the official math [§3, §4], prefill and cached decode."""
 
     def __init__(self, config: HymbaConfig, params: dict[str, torch.Tensor],
-                 official_state_rounding: bool = False):
+                 official_state_rounding: bool = False, scan=selective_scan):
         """`official_state_rounding` rounds the SSM state to the parameter dtype after prefill and
-        each decode step, as the official cache does (pitfall P9); the default keeps it in fp32."""
+        each decode step, as the official cache does (pitfall P9); the default keeps it in fp32.
+        `scan` replaces `selective_scan` at prefill (same signature; training uses a faster one)."""
         self.config = config
+        self.scan = scan
         self.params = params
         self.plan: list[LayerPlan] = config.layer_plan()
         self.dtype = params["model.embed_tokens.weight"].dtype
@@ -319,7 +321,7 @@ class HymbaReference:
             x = (x * keep).transpose(1, 2)  # [b, d_inner, T]
             xc = causal_conv1d(x, self._p(i, "mamba.conv1d.weight"), self._p(i, "mamba.conv1d.bias"))
             dt, B, C = self._ssm_inputs(i, xc.transpose(1, 2))
-            y, state = selective_scan(xc, dt.transpose(1, 2), self._A(i), B.transpose(1, 2),
+            y, state = self.scan(xc, dt.transpose(1, 2), self._A(i), B.transpose(1, 2),
                                       C.transpose(1, 2), self._p(i, "mamba.D.0"), z.transpose(1, 2),
                                       self._p(i, "mamba.dt_proj.0.bias"), step_mask=valid)
             h = self._mixer_tail_and_ffn(i, h, attn_out, y.transpose(1, 2))

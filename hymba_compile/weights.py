@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ from safetensors.torch import save_file
 
 from .config import HymbaConfig
 from .errors import WeightsError
+from .fileio import atomic_path
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -152,18 +152,11 @@ def save_parameters(folder: str | os.PathLike, config: HymbaConfig,
                  if n not in expected and not (n == LM_HEAD and config.tie_word_embeddings)]
     if problems:
         raise WeightsError("parameters do not match the config: " + "; ".join(problems))
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     tensors = {n: params[n].detach().contiguous() for n in expected}
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".model.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": "pt"})
-        os.replace(tmp, folder / SINGLE_FILE)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return folder / SINGLE_FILE
+    target = Path(folder) / SINGLE_FILE
+    with atomic_path(target) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    return target
 
 
 def random_parameters(config: HymbaConfig, seed: int = 0,

@@ -1,0 +1,1 @@
+"""Training the embedded demo model: corpus, tokenizer, a fast differentiable scan, the loop."""
