@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-DEFAULT_MODEL = "tiny"
+DEFAULT_MODEL = "demo"
 DEFAULT_TEXT_PROMPT = "The meaning of life is"
 DEFAULT_ID_PROMPT = "1"
 
@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", default=DEFAULT_MODEL,
-                       help=f"checkpoint folder (official HF format) or preset: tiny, hymba-1.5b "
-                            f"(default: {DEFAULT_MODEL})")
+                       help="checkpoint folder (official HF format), 'demo' (the shipped Shakespeare "
+                            "model, default) or a random-weight preset: tiny, hymba-1.5b")
         p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
                        help="weight/activation dtype (default: the checkpoint's torch_dtype)")
 
@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-minutes", type=float, default=27.0,
                        help="stop training early once this much time has passed")
+
+    bench = sub.add_parser("bench", help="benchmarks against eager PyTorch, measured in the same run")
+    bench_sub = bench.add_subparsers(dest="what", required=True, parser_class=_Parser)
+    bk = bench_sub.add_parser("kernels", help="every kernel at Hymba-1.5B sizes vs its eager baseline")
+    bk.add_argument("--json", default=None, help="write the results as a JSON list to this file")
+    bk.add_argument("--only", nargs="*", default=None, help="run the cases whose name contains one of these")
+    bk.add_argument("--repeat", type=_non_negative_int, default=7, help="timed batches per side (median)")
 
     info = sub.add_parser("info", help="print the config, layer plan, parameter count, cache size")
     model_args(info)
@@ -186,12 +193,28 @@ def cmd_train_demo(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    import os
+
+    os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
+    from .bench import kernels
+
+    if args.what == "kernels":
+        rows = kernels.run(only=args.only, repeat=max(args.repeat, 1), json_out=args.json)
+        if not rows:
+            from .errors import InputError
+
+            raise InputError(f"no benchmark case matches {args.only}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import HymbaError
 
     args = build_parser().parse_args(argv)
     try:
-        commands = {"generate": cmd_generate, "info": cmd_info, "train-demo": cmd_train_demo}
+        commands = {"generate": cmd_generate, "info": cmd_info, "train-demo": cmd_train_demo,
+                    "bench": cmd_bench}
         return commands[args.command](args)
     except HymbaError as e:
         print(f"error: {e}", file=sys.stderr)

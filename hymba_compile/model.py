@@ -15,6 +15,8 @@ from .tokenizer import HymbaTokenizer
 from .weights import load_parameters, random_parameters
 
 BACKENDS = ("eager",)
+DEMO_NAME = "demo"
+DEMO_DIR = Path(__file__).resolve().parent / "demo_model"  # trained by `train-demo`, shipped
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16}
 
@@ -118,14 +120,15 @@ class HymbaModel:
 
 
 def load_config(path_or_preset: str | os.PathLike) -> tuple[HymbaConfig, Path | None]:
-    """The config of a checkpoint folder (and the folder) or of a preset (and None)."""
-    path = Path(path_or_preset)
+    """The config of a checkpoint folder (and the folder) or of a preset (and None).
+    The name "demo" is the shipped demo model folder."""
+    path = DEMO_DIR if str(path_or_preset) == DEMO_NAME else Path(path_or_preset)
     if path.is_dir():
         return HymbaConfig.from_file(path), path
     if str(path_or_preset) in PRESETS:
         return preset(str(path_or_preset)), None
     raise ModelNotFoundError(f"model {str(path_or_preset)!r} is neither a checkpoint folder "
-                             f"nor a preset ({', '.join(PRESETS)})")
+                             f"nor a preset ({', '.join([DEMO_NAME, *PRESETS])})")
 
 
 def load(path_or_preset: str | os.PathLike, backend: str = "eager",

@@ -38,6 +38,13 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * y.to(x.dtype)
 
 
+def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+                 eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residual add then HymbaRMSNorm [§3.8]: (h = x + residual, rms_norm(h))."""
+    h = x + residual
+    return h, rms_norm(h, weight, eps)
+
+
 def rope_inv_freq(head_dim: int, base: float) -> torch.Tensor:
     """LlamaRotaryEmbedding.inv_freq [§3.4] with the static-NTK base: [head_dim/2] float32."""
     return 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
@@ -257,10 +264,10 @@ class HymbaReference:
                             ssm_out: torch.Tensor) -> torch.Tensor:
         """Fusion + out_proj + residual, then pre_moe norm + SwiGLU + residual [§3.7, §3.8]."""
         c = self.config
-        h = h + hybrid_combine(attn_out, ssm_out, self._p(i, "mamba.pre_avg_layernorm1.weight"),
+        mixed = hybrid_combine(attn_out, ssm_out, self._p(i, "mamba.pre_avg_layernorm1.weight"),
                                self._p(i, "mamba.pre_avg_layernorm2.weight"),
                                self._p(i, "mamba.out_proj.weight"), c.rms_norm_eps)
-        v = rms_norm(h, self._p(i, "pre_moe_layernorm.weight"), c.rms_norm_eps)
+        h, v = add_rms_norm(mixed, h, self._p(i, "pre_moe_layernorm.weight"), c.rms_norm_eps)
         return h + swiglu(v, self._p(i, "moe.experts.0.gate_proj.weight"),
                           self._p(i, "moe.experts.0.up_proj.weight"),
                           self._p(i, "moe.experts.0.down_proj.weight"))

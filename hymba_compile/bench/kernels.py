@@ -1,0 +1,90 @@
+"""`python -m hymba_compile bench kernels`: every kernel at Hymba-1.5B dimensions against its
+eager PyTorch baseline, in the same run.
+
+A case module in `hymba_compile/bench/kernel_cases/` defines `cases() -> list[KernelCase]`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .timing import median_ms, peak_read_gbps
+
+CASE_MODULES = ("norm", "linear", "conv", "scan", "attention", "combine", "embed")
+
+
+@dataclass
+class Prepared:
+    """Both sides of one benchmark, ready to run: each callable runs once and returns its output."""
+
+    ours: Callable[[], torch.Tensor]
+    baseline: Callable[[], torch.Tensor]
+    bytes_moved: int = 0  # bytes read + written by one call, for memory-bound kernels
+
+
+@dataclass
+class KernelCase:
+    name: str  # component and phase, e.g. "scan_prefill"
+    shape: str  # human-readable sizes and dtypes
+    baseline: str  # what the baseline is, e.g. "torch.matmul"
+    setup: Callable[[], Prepared]
+    memory_bound: bool = False
+    target: dict = field(default_factory=dict)  # the issue's goal, e.g. {"ratio": 20}
+
+
+def all_cases() -> list[KernelCase]:
+    cases = []
+    for name in CASE_MODULES:
+        try:
+            module = importlib.import_module(f"hymba_compile.bench.kernel_cases.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"hymba_compile.bench.kernel_cases.{name}":
+                raise
+            continue
+        cases.extend(module.cases())
+    return cases
+
+
+def run_case(case: KernelCase, peak_gbps: float, repeat: int) -> dict:
+    prepared = case.setup()
+    with torch.inference_mode():
+        err = (prepared.ours().float() - prepared.baseline().float()).abs().max().item()
+        ours_ms = median_ms(prepared.ours, repeat=repeat)
+        base_ms = median_ms(prepared.baseline, repeat=repeat)
+    row = {"name": case.name, "shape": case.shape, "ours_ms": round(ours_ms, 4),
+           "baseline": case.baseline, "baseline_ms": round(base_ms, 4),
+           "ratio": round(base_ms / ours_ms, 3), "max_abs_err": err}
+    if case.memory_bound:
+        row["gbps"] = round(prepared.bytes_moved / (ours_ms * 1e-3) / 1e9, 2)
+        row["peak_gbps"] = round(peak_gbps, 2)
+    if case.target:
+        row["target"] = case.target
+    return row
+
+
+def run(only: list[str] | None = None, repeat: int = 7, json_out: str | None = None,
+        echo: Callable[[str], None] = print) -> list[dict]:
+    """Run the (selected) cases; print a table; optionally write the JSON list atomically."""
+    from ..fileio import atomic_write_text
+
+    torch.set_num_threads(torch.get_num_threads())
+    peak = peak_read_gbps()
+    echo(f"peak read bandwidth (torch.mv over 1 GiB fp32): {peak:.1f} GB/s")
+    rows = []
+    for case in all_cases():
+        if only and not any(o in case.name for o in only):
+            continue
+        row = run_case(case, peak, repeat)
+        rows.append(row)
+        extra = f"  {row['gbps']:6.1f} GB/s ({row['gbps'] / peak:4.0%} of peak)" if "gbps" in row else ""
+        echo(f"{row['name']:28s} {row['shape']:40s} ours {row['ours_ms']:9.3f} ms  "
+             f"{row['baseline']} {row['baseline_ms']:9.3f} ms  x{row['ratio']:6.2f}  "
+             f"err {row['max_abs_err']:.2e}{extra}")
+    if json_out:
+        atomic_write_text(json_out, json.dumps(rows, indent=2) + "\n")
+    return rows

@@ -1,0 +1,43 @@
+"""Timing helpers: medians of repeated runs, and the machine's read bandwidth."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def median_ms(fn: Callable[[], object], repeat: int = 7, min_batch_s: float = 0.02,
+              warmup: int = 2) -> float:
+    """Median over `repeat` batches of the time per call of `fn`, in ms; each batch runs enough
+    calls to last at least `min_batch_s` (so short kernels are not dominated by timer noise)."""
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(time.perf_counter() - t0, 1e-7)
+    number = max(1, int(min_batch_s / one))
+    samples = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        samples.append((time.perf_counter() - t0) / number)
+    return statistics.median(samples) * 1e3
+
+
+def peak_read_gbps(gib: float = 1.0, repeat: int = 5) -> float:
+    """The machine's read bandwidth: best of `torch.mv` over a `gib` GiB float32 matrix using all
+    cores, counting the matrix bytes read (GB/s, 1e9 bytes)."""
+    n = int((gib * 2**30 / 4) ** 0.5)
+    a = torch.empty(n, n).uniform_()
+    x = torch.ones(n)
+    torch.mv(a, x)
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        torch.mv(a, x)
+        best = min(best, time.perf_counter() - t0)
+    return a.numel() * 4 / best / 1e9

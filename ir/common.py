@@ -1,0 +1,29 @@
+"""Conventions shared by the builders: naming, the kernel-family attribute, dtype checks."""
+
+from __future__ import annotations
+
+from tvm import te, tirx
+
+FLOAT_DTYPES = ("float32", "bfloat16")
+KERNEL_ATTR = "hymba.kernel"
+
+
+def check_dtype(dtype: str, allowed=FLOAT_DTYPES) -> str:
+    if dtype not in allowed:
+        raise ValueError(f"dtype {dtype!r} is not supported here; expected one of {allowed}")
+    return dtype
+
+
+def seq_var(name: str = "n") -> tirx.Var:
+    """A symbolic int64 extent (sequence length, rows)."""
+    return te.var(name, "int64")
+
+
+def finish(func: tirx.PrimFunc, kernel: str, symbol: str) -> tirx.PrimFunc:
+    """Attach the family attribute, a unique global symbol and noalias."""
+    return func.with_attr({KERNEL_ATTR: kernel, "global_symbol": symbol, "tirx.noalias": True})
+
+
+def f32(x: tirx.PrimExpr) -> tirx.PrimExpr:
+    """Cast an expression to float32 (no-op when it already is)."""
+    return x if x.dtype == "float32" else tirx.Cast("float32", x)

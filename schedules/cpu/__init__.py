@@ -1,0 +1,1 @@
+"""CPU (LLVM) schedule rules, one module per kernel family."""

@@ -1,0 +1,43 @@
+"""RMSNorm kernels (ir/norm.py) against reference.rms_norm / reference.add_rms_norm, for every
+CPU schedule variant."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hymba_compile.reference import add_rms_norm, rms_norm
+from ir.norm import add_rmsnorm, rmsnorm
+from schedules import named_target, variants
+from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel
+
+CPU = named_target("cpu")
+DIMS = st.sampled_from([16, 100, 160, 1600])
+
+
+@pytest.mark.parametrize("variant", variants("rmsnorm", CPU))
+@settings(max_examples=12, deadline=None)
+@given(dim=DIMS, rows=st.integers(1, 40), dtype=st.sampled_from(["float32", "bfloat16"]),
+       seed=st.integers(0, 2**16), scale=st.sampled_from([1e-3, 1.0, 30.0]))
+def test_rmsnorm(variant, dim, rows, dtype, seed, scale):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(rows, dim, generator=g) * scale).to(TORCH_DTYPES[dtype])
+    w = torch.randn(dim, generator=g).to(TORCH_DTYPES[dtype])
+    y = torch.empty_like(x)
+    cached_kernel(rmsnorm, (dim, dtype), variant)(x, w, y)
+    assert_close(y, rms_norm(x, w, 1e-6), dtype, scale=4.0)
+
+
+@pytest.mark.parametrize("variant", variants("add_rmsnorm", CPU))
+@settings(max_examples=10, deadline=None)
+@given(dim=DIMS, rows=st.integers(1, 40), dtype=st.sampled_from(["float32", "bfloat16"]),
+       seed=st.integers(0, 2**16))
+def test_add_rmsnorm(variant, dim, rows, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    x, r = (torch.randn(2, rows, dim, generator=g)).to(TORCH_DTYPES[dtype])
+    w = torch.randn(dim, generator=g).to(TORCH_DTYPES[dtype])
+    h, y = torch.empty_like(x), torch.empty_like(x)
+    cached_kernel(add_rmsnorm, (dim, dtype), variant)(x, r, w, h, y)
+    h_ref, y_ref = add_rms_norm(x, r, w, 1e-6)
+    assert torch.equal(h, h_ref)
+    assert_close(y, y_ref, dtype, scale=4.0)
