@@ -174,6 +174,29 @@ def selective_state_update(state: torch.Tensor, x: torch.Tensor, dt: torch.Tenso
     return y.to(x.dtype), new_state
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """nn.Linear without bias, in x's dtype: x [..., K] @ weight[N, K]^T -> [..., N]. With bf16
+    weights and fp32 x this is the 'bf16 weights, fp32 accumulation' linear of the kernels."""
+    return F.linear(x, weight.to(x.dtype))
+
+
+def ssm_input_split(s: torch.Tensor, dt_rank: int, d_state: int, dt_norm_w: torch.Tensor | None,
+                    B_norm_w: torch.Tensor | None, C_norm_w: torch.Tensor | None,
+                    eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x_proj output s [..., r + 2N] -> (dt_raw [..., r], B [..., N], C [..., N]), each through its
+    inner RMSNorm when weights are given [§3.3 steps 2-3, pitfall P5]."""
+    dt, B, C = s.split([dt_rank, d_state, d_state], dim=-1)
+    if dt_norm_w is not None:
+        dt, B, C = rms_norm(dt, dt_norm_w, eps), rms_norm(B, B_norm_w, eps), rms_norm(C, C_norm_w, eps)
+    return dt, B, C
+
+
+def final_logits(h: torch.Tensor, norm_w: torch.Tensor, head_w: torch.Tensor,
+                 eps: float) -> torch.Tensor:
+    """final_layernorm then the (tied) lm_head, logits cast to fp32 [§3.9 steps 4-6]."""
+    return F.linear(rms_norm(h, norm_w, eps), head_w).float()
+
+
 def swiglu(x: torch.Tensor, gate_w: torch.Tensor, up_w: torch.Tensor,
            down_w: torch.Tensor) -> torch.Tensor:
     """HymbaMLP with silu [§3.8]: down(silu(gate(x)) * up(x))."""
@@ -248,14 +271,11 @@ class HymbaReference:
         """x_proj, split and inner RMSNorms, dt_proj without bias [§3.3 steps 2-4];
         xc [b, T, d_inner] (post conv) -> dt [b, T, d_inner], B, C [b, T, N]."""
         c = self.config
-        s = F.linear(xc, self._p(i, "mamba.x_proj.0.weight"))
-        dt, B, C = s.split([c.mamba_dt_rank, c.mamba_d_state, c.mamba_d_state], dim=-1)
-        if c.mamba_inner_layernorms:
-            dt = rms_norm(dt, self._p(i, "mamba.dt_layernorm.weight"), c.rms_norm_eps)
-            B = rms_norm(B, self._p(i, "mamba.B_layernorm.weight"), c.rms_norm_eps)
-            C = rms_norm(C, self._p(i, "mamba.C_layernorm.weight"), c.rms_norm_eps)
-        dt = F.linear(dt, self._p(i, "mamba.dt_proj.0.weight"))
-        return dt, B, C
+        norms = (self._p(i, "mamba.dt_layernorm.weight"), self._p(i, "mamba.B_layernorm.weight"),
+                 self._p(i, "mamba.C_layernorm.weight")) if c.mamba_inner_layernorms else (None,) * 3
+        dt, B, C = ssm_input_split(F.linear(xc, self._p(i, "mamba.x_proj.0.weight")),
+                                   c.mamba_dt_rank, c.mamba_d_state, *norms, c.rms_norm_eps)
+        return F.linear(dt, self._p(i, "mamba.dt_proj.0.weight")), B, C
 
     def _A(self, i: int) -> torch.Tensor:
         return -torch.exp(self._p(i, "mamba.A_log.0").float())
@@ -335,9 +355,9 @@ class HymbaReference:
             if want_cache:
                 conv_states.append(conv_state_after(x, c.mamba_d_conv))
                 ssm_states.append(self._round_state(state))
-        h = rms_norm(h, self.params["model.final_layernorm.weight"], c.rms_norm_eps)
         n = input_ids.shape[1]
-        logits = F.linear(h[:, c.num_memory_tokens:], self.lm_head).float()  # [b, n, vocab]
+        logits = final_logits(h[:, c.num_memory_tokens:], self.params["model.final_layernorm.weight"],
+                              self.lm_head, c.rms_norm_eps)  # [b, n, vocab]
         logits = logits.masked_fill(~real[..., None], 0.0)
         cache = None
         if want_cache:
@@ -389,5 +409,5 @@ class HymbaReference:
             cache.ssm[i] = self._round_state(state)
             h = self._mixer_tail_and_ffn(i, h, attn_out, y[:, None])
         cache.next_pos = cache.next_pos + 1
-        h = rms_norm(h, self.params["model.final_layernorm.weight"], c.rms_norm_eps)
-        return F.linear(h[:, 0], self.lm_head).float()
+        return final_logits(h[:, 0], self.params["model.final_layernorm.weight"], self.lm_head,
+                            c.rms_norm_eps)
