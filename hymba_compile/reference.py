@@ -128,6 +128,18 @@ def causal_conv1d_step(state: torch.Tensor, x: torch.Tensor, weight: torch.Tenso
     return F.silu(y).to(x.dtype), state
 
 
+def scan_step_inputs(u: torch.Tensor, delta: torch.Tensor, z: torch.Tensor, delta_bias: torch.Tensor,
+                     step_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fp32 (u, softplus(delta + delta_bias), z) of the scan [§3.3 step 5]; masked steps get
+    delta = 0 and u = 0, so they keep the state and output 0."""
+    u, z = u.float(), z.float()
+    delta = F.softplus(delta.float() + delta_bias.float()[:, None])  # [b, D, T]
+    if step_mask is not None:
+        keep = step_mask[:, None, :].to(torch.float32)
+        delta, u = delta * keep, u * keep
+    return u, delta, z
+
+
 def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                    C: torch.Tensor, D: torch.Tensor, z: torch.Tensor, delta_bias: torch.Tensor,
                    initial_state: torch.Tensor | None = None,
@@ -141,12 +153,7 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     Returns y [b, D, T] in u's dtype (gated by silu(z), with the D skip) and the last state fp32.
     """
     dtype = u.dtype
-    u, z = u.float(), z.float()
-    delta = F.softplus(delta.float() + delta_bias.float()[:, None])  # [b, D, T]
-    if step_mask is not None:
-        keep = step_mask[:, None, :].to(torch.float32)
-        delta = delta * keep
-        u = u * keep
+    u, delta, z = scan_step_inputs(u, delta, z, delta_bias, step_mask)
     A, B, C = A.float(), B.float(), C.float()
     b, d, t = u.shape
     state = (torch.zeros(b, d, A.shape[1]) if initial_state is None
@@ -262,6 +269,21 @@ class HymbaReference:
             (q, x, z), k, v = proj.split([nq, c.d_inner, c.d_inner], dim=-1), None, None
         return q, k, v, x, z
 
+    def _project(self, plan: LayerPlan, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """input norm + in_proj, heads and RoPE [§3.1-3.4]: h [b, T, H] -> (q [b,H,T,dq] roped,
+        k [b,KV,T,dq] roped and v [b,KV,T,dv] (None for consumers), x, z [b, T, d_inner])."""
+        c, i = self.config, plan.index
+        hn = rms_norm(h, self._p(i, "input_layernorm.weight"), c.rms_norm_eps)
+        q, k, v, x, z = self._split_in_proj(plan, F.linear(hn, self._p(i, "mamba.in_proj.weight")))
+        q = self._heads(q, c.num_attention_heads)
+        if c.rope:
+            q = apply_rope(q, cos, sin)
+        if plan.owns_kv:
+            k, v = self._heads(k, c.num_key_value_heads), self._heads(v, c.num_key_value_heads)
+            if c.rope:
+                k = apply_rope(k, cos, sin)
+        return q, k, v, x, z
+
     def _heads(self, t: torch.Tensor, heads: int) -> torch.Tensor:
         """[b, T, heads*d] -> [b, heads, T, d]."""
         b, n, _ = t.shape
@@ -330,17 +352,9 @@ class HymbaReference:
         conv_states, ssm_states = [], []
         for plan in self.plan:
             i = plan.index
-            hn = rms_norm(h, self._p(i, "input_layernorm.weight"), c.rms_norm_eps)
-            q, k, v, x, z = self._split_in_proj(plan, F.linear(hn, self._p(i, "mamba.in_proj.weight")))
-            # attention branch
-            q = self._heads(q, c.num_attention_heads)
-            if c.rope:
-                q = apply_rope(q, cos, sin)
+            q, k, v, x, z = self._project(plan, h, cos, sin)
             if plan.owns_kv:
-                k = self._heads(k, c.num_key_value_heads)
-                if c.rope:
-                    k = apply_rope(k, cos, sin)
-                kv[i] = (k, self._heads(v, c.num_key_value_heads))
+                kv[i] = (k, v)
             k, v = kv[plan.kv_source]
             vis = visible_keys(pos, pos, valid, plan.attention, c.sliding_window, c.num_memory_tokens)
             attn_out = attention(q, k, v, vis)
@@ -385,17 +399,10 @@ class HymbaReference:
         cache.key_valid = torch.cat((cache.key_valid, torch.ones_like(pos, dtype=torch.bool)), dim=1)
         for plan in self.plan:
             i = plan.index
-            hn = rms_norm(h, self._p(i, "input_layernorm.weight"), c.rms_norm_eps)
-            q, k, v, x, z = self._split_in_proj(plan, F.linear(hn, self._p(i, "mamba.in_proj.weight")))
-            q = self._heads(q, c.num_attention_heads)
-            if c.rope:
-                q = apply_rope(q, cos, sin)
+            q, k, v, x, z = self._project(plan, h, cos, sin)
             if plan.owns_kv:
-                k = self._heads(k, c.num_key_value_heads)
-                if c.rope:
-                    k = apply_rope(k, cos, sin)
                 cache.keys[i] = torch.cat((cache.keys[i], k), dim=2)
-                cache.values[i] = torch.cat((cache.values[i], self._heads(v, c.num_key_value_heads)), dim=2)
+                cache.values[i] = torch.cat((cache.values[i], v), dim=2)
             src = plan.kv_source
             vis = visible_keys(pos, cache.key_pos, cache.key_valid, plan.attention,
                                c.sliding_window - 1, c.num_memory_tokens)

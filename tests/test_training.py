@@ -56,7 +56,7 @@ TEXT = ["ROMEO.\nBut soft, what light through yonder window breaks?\n",
 
 def test_bpe_layout_and_byte_fallback(tmp_path):
     tok = train_bpe(TEXT, vocab_size=400, limit_alphabet=40)
-    assert tok.get_vocab_size() == 400
+    assert 3 + 256 < tok.get_vocab_size() <= 400  # a tiny text may run out of merges
     assert [tok.token_to_id(p) for p in SPECIALS] == [0, 1, 2]
     assert tok.token_to_id("<0x00>") == 3 and tok.token_to_id("<0xFF>") == 3 + len(BYTE_PIECES) - 1
     save_tokenizer(tok, tmp_path)

@@ -16,7 +16,8 @@ BYTE_PIECES = [f"<0x{i:02X}>" for i in range(256)]
 
 
 def train_bpe(texts: list[str], vocab_size: int, limit_alphabet: int = 120) -> Tokenizer:
-    """Train BPE on `texts` to exactly `vocab_size` ids (specials + 256 bytes + learned pieces).
+    """Train BPE on `texts` to at most `vocab_size` ids (specials + 256 bytes + learned pieces;
+    fewer only when the text has no more merges to learn).
     Characters outside the `limit_alphabet` most frequent ones fall back to bytes."""
     base = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
     base.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")

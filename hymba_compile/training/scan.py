@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..reference import scan_step_inputs
+
 
 class LinearRecurrence(torch.autograd.Function):
     """h_t = a_t * h_{t-1} + b_t along dim 0 (time first, so each step is contiguous);
@@ -44,12 +46,7 @@ def selective_scan_fast(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B
                         step_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Drop-in for `reference.selective_scan` (same arguments, shapes and fp32 math)."""
     dtype = u.dtype
-    u, z = u.float(), z.float()
-    delta = F.softplus(delta.float() + delta_bias.float()[:, None])  # [b, D, T]
-    if step_mask is not None:
-        keep = step_mask[:, None, :].to(torch.float32)
-        delta = delta * keep
-        u = u * keep
+    u, delta, z = scan_step_inputs(u, delta, z, delta_bias, step_mask)
     A, B, C = A.float(), B.float(), C.float()
     b, d, _ = u.shape
     h0 = (torch.zeros(b, d, A.shape[1], device=u.device) if initial_state is None
