@@ -165,6 +165,8 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
         ys.append((state * C[:, None, :, i]).sum(-1))  # [b, D]
     y = torch.stack(ys, dim=-1) + u * D.float()[:, None]
     y = y * F.silu(z)
+    if step_mask is not None:
+        y = y * step_mask[:, None, :]
     return y.to(dtype), state
 
 

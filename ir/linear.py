@@ -27,6 +27,12 @@ def linear_compute(x: te.Tensor, w: te.Tensor, name: str = "y") -> te.Tensor:
                       name=name)
 
 
+def i64(v: int) -> tirx.PrimExpr:
+    """A static extent as int64, so that buffers indexed by a symbolic (int64) row count use one
+    index dtype throughout (schedules that remap buffer layouts require it)."""
+    return tirx.const(v, "int64")
+
+
 def _check(n_out: int, k: int, weight_dtype: str) -> None:
     check_dtype(weight_dtype)
     if n_out < 1 or k < 1:
@@ -47,9 +53,9 @@ def gemv(batch: int, n_out: int, k: int, weight_dtype: str = "float32") -> tirx.
 def matmul(n_out: int, k: int, weight_dtype: str = "float32") -> tirx.PrimFunc:
     """Prefill linear: (x [m, k] f32, w [n_out, k] weight_dtype) -> y [m, n_out] f32, m symbolic."""
     _check(n_out, k, weight_dtype)
-    m = seq_var("m")
-    x = te.placeholder((m, k), "float32", name="x")
-    w = te.placeholder((n_out, k), weight_dtype, name="w")
+    m, n64, k64 = seq_var("m"), i64(n_out), i64(k)
+    x = te.placeholder((m, k64), "float32", name="x")
+    w = te.placeholder((n64, k64), weight_dtype, name="w")
     y = linear_compute(x, w)
     return finish(te.create_prim_func([x, w, y]), "matmul", f"matmul_{n_out}x{k}_{weight_dtype}")
 

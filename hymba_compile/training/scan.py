@@ -58,4 +58,6 @@ def selective_scan_fast(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B
     y = (hs * C.permute(2, 0, 1)[:, :, None, :]).sum(-1).permute(1, 2, 0)  # [b, D, T]
     y = y + u * D.float()[:, None]
     y = y * F.silu(z)
+    if step_mask is not None:
+        y = y * step_mask[:, None, :]
     return y.to(dtype), hs[-1]

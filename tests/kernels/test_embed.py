@@ -1,0 +1,98 @@
+"""Model-wrap kernels (ir/embed.py) against their twins, for every CPU schedule variant:
+embedding against `F.embedding`, lm_head_decode / lm_head_prefill against
+`reference.final_logits`."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hymba_compile.reference import final_logits
+from ir.embed import embedding, lm_head_decode, lm_head_prefill
+from schedules import named_target, variants
+from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel
+
+CPU = named_target("cpu")
+ID_DTYPES = {"int32": torch.int32, "int64": torch.int64}
+# hidden: multiples of 16 (full vectors), 100 (only 4 divides it) and 33 (no vector split at all).
+HIDDEN = st.sampled_from([16, 33, 48, 100, 160])
+# vocab: 32001's divisor 3 (Hymba's tile), 4, 2 and primes (tiles of one row).
+VOCAB = st.sampled_from([1, 2, 7, 12, 97, 100, 129])
+DTYPES = st.sampled_from(["float32", "bfloat16"])
+
+
+@pytest.mark.parametrize("variant", variants("embedding", CPU))
+@settings(max_examples=15, deadline=None)
+@given(vocab=VOCAB, hidden=HIDDEN, n=st.integers(1, 40), dtype=DTYPES,
+       ids_dtype=st.sampled_from(["int32", "int64"]), widen=st.booleans(), seed=st.integers(0, 2**16))
+def test_embedding(variant, vocab, hidden, n, dtype, ids_dtype, widen, seed):
+    g = torch.Generator().manual_seed(seed)
+    out_dtype = "float32" if widen else dtype
+    table = torch.randn(vocab, hidden, generator=g).to(TORCH_DTYPES[dtype])
+    ids = torch.randint(0, vocab, (n,), generator=g).to(ID_DTYPES[ids_dtype])
+    out = torch.empty(n, hidden, dtype=TORCH_DTYPES[out_dtype])
+    cached_kernel(embedding, (vocab, hidden, dtype, ids_dtype, out_dtype), variant)(ids, table, out)
+    # A gather (and a bf16 -> fp32 widening) is exact: no tolerance.
+    assert torch.equal(out, F.embedding(ids, table).to(out.dtype))
+
+
+@pytest.mark.parametrize("variant", variants("embedding", CPU))
+def test_embedding_clamps_out_of_range_ids(variant):
+    """Documented deviation from F.embedding (which raises): bad ids read the nearest valid row,
+    never memory outside the table."""
+    table = torch.randn(5, 16)
+    ids = torch.tensor([-3, 0, 4, 5, 1 << 30], dtype=torch.int64)
+    out = torch.empty(5, 16)
+    cached_kernel(embedding, (5, 16, "float32", "int64", "float32"), variant)(ids, table, out)
+    assert torch.equal(out, F.embedding(ids.clamp(0, 4), table))
+
+
+def test_embedding_rejects_rounding_output():
+    with pytest.raises(ValueError):
+        embedding(10, 16, "float32", "int32", "bfloat16")
+
+
+def _head_inputs(rows, hidden, vocab, dtype, seed, scale):
+    g = torch.Generator().manual_seed(seed)
+    t = TORCH_DTYPES[dtype]
+    h = (torch.randn(rows, hidden, generator=g) * scale).to(t)
+    norm_w = (1 + 0.5 * torch.randn(hidden, generator=g)).to(t)
+    head_w = torch.randn(vocab, hidden, generator=g).to(t)
+    return h, norm_w, head_w
+
+
+def _check_logits(logits, h, norm_w, head_w, dtype):
+    expected = final_logits(h, norm_w, head_w, 1e-6)
+    # Both sides feed bit-identical normalised rows (same HymbaRMSNorm cast order) to the dot
+    # products. float32: the sums differ only in order (a few ulp of sum|x*w|, ~1e-5 at these
+    # sizes, so atol is scaled by sqrt(hidden)). bfloat16: the twin's F.linear rounds each logit
+    # to bf16 (relative 2^-9) while ours stays fp32, so the bf16 tolerance (rtol 2^-7) applies.
+    assert_close(logits, expected, dtype, scale=max(1.0, h.shape[1] ** 0.5))
+
+
+@pytest.mark.parametrize("variant", variants("lm_head_decode", CPU))
+@settings(max_examples=15, deadline=None)
+@given(batch=st.integers(1, 8), hidden=HIDDEN, vocab=VOCAB, dtype=DTYPES,
+       seed=st.integers(0, 2**16), scale=st.sampled_from([1e-3, 1.0, 30.0]))
+def test_lm_head_decode(variant, batch, hidden, vocab, dtype, seed, scale):
+    h, norm_w, head_w = _head_inputs(batch, hidden, vocab, dtype, seed, scale)
+    logits = torch.full((batch, vocab), float("nan"))
+    cached_kernel(lm_head_decode, (batch, hidden, vocab, dtype), variant)(h, norm_w, head_w, logits)
+    _check_logits(logits, h, norm_w, head_w, dtype)
+
+
+@pytest.mark.parametrize("variant", variants("lm_head_prefill", CPU))
+@settings(max_examples=15, deadline=None)
+@given(rows=st.integers(1, 40), hidden=HIDDEN, vocab=VOCAB, dtype=DTYPES,
+       seed=st.integers(0, 2**16), scale=st.sampled_from([1e-3, 1.0, 30.0]))
+def test_lm_head_prefill(variant, rows, hidden, vocab, dtype, seed, scale):
+    h, norm_w, head_w = _head_inputs(rows, hidden, vocab, dtype, seed, scale)
+    logits = torch.full((rows, vocab), float("nan"))
+    cached_kernel(lm_head_prefill, (hidden, vocab, dtype), variant)(h, norm_w, head_w, logits)
+    _check_logits(logits, h, norm_w, head_w, dtype)
+
+
+def test_lm_head_decode_rejects_large_batch():
+    with pytest.raises(ValueError):
+        lm_head_decode(65, 16, 10)
