@@ -9,7 +9,7 @@ import argparse
 import sys
 
 DEFAULT_MODEL = "demo"
-DEFAULT_TEXT_PROMPT = "The meaning of life is"
+DEFAULT_TEXT_PROMPT = "To be, or not to be,"
 DEFAULT_ID_PROMPT = "1"
 
 
@@ -48,11 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="prompt text; for a model without tokenizer, token ids like '1 42 7'")
     gen.add_argument("--max-new-tokens", type=_non_negative_int, default=48)
     gen.add_argument("--backend", choices=["eager"], default="eager")
-    gen.add_argument("--seed", type=int, default=None, help="sampling seed")
-    gen.add_argument("--temperature", type=float, default=None,
-                     help="sample with this temperature (default: greedy)")
-    gen.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens")
+    gen.add_argument("--seed", type=int, default=0, help="sampling seed (default 0: reproducible)")
+    gen.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
+    gen.add_argument("--top-k", type=int, default=40, help="sample from the k most likely tokens (default 40)")
     gen.add_argument("--top-p", type=float, default=None, help="nucleus sampling threshold")
+    gen.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the Instruct chat template")
     gen.add_argument("--tokenizer", default=None, help="folder with tokenizer.json to use instead")
 
@@ -110,7 +110,6 @@ def cmd_generate(args) -> int:
 
     model = load(args.model, backend=args.backend, dtype=args.dtype, tokenizer=args.tokenizer)
     ids = _prompt_ids(model, args)
-    do_sample = args.temperature is not None or args.top_k is not None or args.top_p is not None
     tok = model.tokenizer
     out = sys.stdout
     if tok is not None:
@@ -126,15 +125,16 @@ def cmd_generate(args) -> int:
         emit(t)
         out.flush()
 
-    result = model.generate(torch.tensor([ids]), args.max_new_tokens, do_sample=do_sample,
-                            temperature=args.temperature if args.temperature is not None else 1.0,
-                            top_k=args.top_k, top_p=args.top_p, seed=args.seed, on_tokens=on_tokens)
+    result = model.generate(torch.tensor([ids]), args.max_new_tokens, do_sample=not args.greedy,
+                            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                            seed=args.seed, on_tokens=on_tokens)
     if stream is not None:
         out.write(stream.flush())
     s = model.last_stats
     new = result.shape[1] - len(ids)
     out.write("\n")
-    print(f"[{model.source} | backend {args.backend} | {str(model.dtype).replace('torch.', '')}] "
+    mode = "greedy" if args.greedy else f"sampled (T={args.temperature}, top-k={args.top_k}, seed={args.seed})"
+    print(f"[{model.source} | backend {args.backend} | {str(model.dtype).replace('torch.', '')} | {mode}] "
           f"prompt {len(ids)} tokens, generated {new} tokens, prefill {s.prefill_s:.2f} s, "
           f"decode {s.decode_tok_s:.1f} tokens/s", file=out)
     return 0

@@ -80,7 +80,7 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 from .common import check_dtype, finish
-from .fastmath import exp_f32
+from .fastmath import exp_f32, round_to_bf16
 
 NEG = -3.0e38  # masked score: finite so that max/exp never see inf - inf
 NEG_HALF = NEG * 0.5
@@ -108,16 +108,6 @@ def _table(values: list[float], i: tirx.PrimExpr) -> tirx.PrimExpr:
     return expr
 
 
-def round_bf16(x: tirx.PrimExpr) -> tirx.PrimExpr:
-    """A float32 value rounded to the nearest bf16 (ties to even), as a float32: torch's
-    float -> bfloat16 conversion written on the bits. Written out because TVM's bf16 legaliser
-    folds Cast(float32, Cast(bfloat16, x)) back to x (the value is then never rounded)."""
-    u = tirx.reinterpret("uint32", x)
-    bias = tirx.const(0x7FFF, "uint32") + tirx.bitwise_and(
-        tirx.shift_right(u, tirx.const(16, "uint32")), tirx.const(1, "uint32"))
-    return tirx.reinterpret("float32", tirx.bitwise_and(u + bias, tirx.const(0xFFFF0000, "uint32")))
-
-
 def rope_qkv(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int, v_dim: int, rows: int,
              base: float, owns_kv: bool = True, dtype: str = "float32") -> tirx.PrimFunc:
     """RoPE (rotate_half, all qk_dim dims, inv_freq from `base`) on q and k, heads split out:
@@ -140,7 +130,7 @@ def rope_qkv(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int, v_dim: 
     bf16 = dtype == "bfloat16"
 
     def rnd(x):  # round a float32 value to bf16 precision, staying float32 (identity for fp32)
-        return round_bf16(x) if bf16 else x
+        return round_to_bf16(x) if bf16 else x
 
     def rot(x0, x1, c, s, sign):  # x0 * c + sign * x1 * s in the reference's arithmetic
         return T.Cast(dtype, rnd(x0 * c) + sign * rnd(x1 * s))

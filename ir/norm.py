@@ -7,19 +7,7 @@ from __future__ import annotations
 from tvm import te, tirx
 
 from .common import check_dtype, f32, finish, seq_var
-
-
-def round_to_bf16(x: tirx.PrimExpr) -> tirx.PrimExpr:
-    """A float32 expression rounded to the nearest bfloat16 value (ties to even), kept in float32.
-
-    Written out in integer ops because TVM's bf16 legalisation computes in fp32 and drops casts
-    it considers redundant: `w * Cast(bf16, y)` became one fp32 multiply rounded once, and stores
-    into an intermediate bf16 buffer are not rounded at all. torch rounds y, then the product;
-    a consumer that sums many such values (the lm_head) sees every difference."""
-    u = tirx.reinterpret("uint32", x)
-    lsb = (u >> tirx.const(16, "uint32")) & tirx.const(1, "uint32")
-    r = (u + tirx.const(0x7FFF, "uint32") + lsb) & tirx.const(0xFFFF0000, "uint32")
-    return tirx.Select(tirx.isnan(x), x, tirx.reinterpret("float32", r))  # NaN stays NaN
+from .fastmath import round_to_bf16
 
 
 def normalise(x: te.Tensor, w: te.Tensor, dim: int, eps: float, dtype: str, name: str) -> te.Tensor:

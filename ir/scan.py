@@ -39,77 +39,13 @@ from tvm import te, tirx
 from tvm.script import tirx as T
 
 from .common import check_dtype, f32, finish, seq_var
-from .fastmath import exp_f32, silu_f32
+from .fastmath import LOG2E, exp2_nonpos_f32, exp_f32, let, silu_f32, softplus_f32
 
 STATE_DTYPE = "float32"
 
 
 def _c(v: float) -> tirx.PrimExpr:
     return tirx.const(v, "float32")
-
-
-def let(value: tirx.PrimExpr, body) -> tirx.PrimExpr:
-    """body(v) with a float32 v bound once to `value` (a Let). The fast-math helpers repeat their
-    argument many times; without the binding the expression trees multiply (compiles 10x slower).
-    Two TVM 0.27 bf16-legaliser traps (both give wrong numbers, no error): a Let's *value* must not
-    load a bf16 buffer (loads there are not rewritten), and a Let must not sit under a cast to
-    bf16 (the cast's operand is repeated, the Let variable bound twice). Hence the float32 locals
-    dx and Al, and no Let in the output (cast) expressions."""
-    v = tirx.Var("v", "float32")
-    return tirx.Let(v, value, body(v))
-
-
-LOG2E = 1.4426950408889634
-# 2^r on [-1/2, 1/2], degree 5, relative-error fit (max 9e-8 in exact arithmetic, 1.9e-7 =
-# ~2 ulp evaluated in float32 by Horner), constant term 1.
-_EXP2_POLY = (1.326471508264001e-3, 9.671514602856219e-3, 5.550733794098353e-2,
-              2.4022242049527515e-1, 6.93146977558952e-1)
-
-
-def exp2_nonpos_f32(x: tirx.PrimExpr) -> tirx.PrimExpr:
-    """2^x for x <= 0: the scan's decays exp(delta A) = 2^(delta A log2 e), with A log2 e taken
-    once per scan, and softplus' exp(-|x|). Cheaper than fastmath.exp_f32 (which the scan would
-    call N*D times per token, and which is bound on the FMA pipes): the base-2 argument needs no
-    ln2 reduction (r = x - round(x) is exact), a degree-5 polynomial, no upper clamp, and 2^n is
-    added to the exponent bits of p(r) in [0.7, 1.42] instead of multiplied. Max relative error
-    ~2e-7 (plus the argument's own rounding, |x| * 6e-8). Clamped below at -125 (2^-125, not a
-    denormal)."""
-    def body(v):
-        v = tirx.max(v, _c(-125.0))
-        n = tirx.floor(v + _c(0.5))
-        r = v - n
-        p = _c(_EXP2_POLY[0])
-        for c in _EXP2_POLY[1:]:
-            p = p * r + _c(c)
-        p = p * r + _c(1.0)
-        bits = tirx.reinterpret("int32", p) + tirx.shift_left(tirx.Cast("int32", n),
-                                                               tirx.const(23, "int32"))
-        return tirx.reinterpret("float32", bits)
-
-    return let(x, body)
-
-
-def log1p_f32(t: tirx.PrimExpr) -> tirx.PrimExpr:
-    """log(1 + t) for 0 <= t <= 1, without libm: 2 atanh(s) with s = t / (2 + t) <= 1/3, the odd
-    series to s^17 (truncation < 1e-9, relative accuracy kept for tiny t). Vectorises."""
-    def series(s):
-        s2 = s * s
-        p = _c(2.0 / 17)
-        for k in (15, 13, 11, 9, 7, 5, 3):
-            p = p * s2 + _c(2.0 / k)
-        return (p * s2 + _c(2.0)) * s
-
-    return let(t, lambda tv: let(tv / (_c(2.0) + tv), series))
-
-
-def softplus_fast_f32(x: tirx.PrimExpr, threshold: float = 20.0) -> tirx.PrimExpr:
-    """torch softplus (beta 1, threshold 20): x above the threshold, else
-    max(x, 0) + log1p(exp(-|x|)), which equals log1p(exp(x)) and never overflows. Unlike
-    `fastmath.softplus_f32` (libm log1pf: a scalar call per element, which also stops the
-    loop around it from vectorising; 3x slower scan) this one is plain arithmetic."""
-    return let(x, lambda v: tirx.Select(
-        v > _c(threshold), v,
-        tirx.max(v, _c(0.0)) + log1p_f32(exp2_nonpos_f32(tirx.abs(v) * _c(-LOG2E)))))
 
 
 def _names(d_inner, d_state, dtype, wdtype, masked, a_log, tile):
@@ -167,8 +103,8 @@ def _step_exprs(dtype, wdtype, a_log, masked):
 
     def delta_of(dx_value, mask, vb, t):
         if masked:
-            return tirx.Select(mask[vb, t], softplus_fast_f32(dx_value), _c(0.0))
-        return softplus_fast_f32(dx_value)
+            return tirx.Select(mask[vb, t], softplus_f32(dx_value), _c(0.0))
+        return softplus_f32(dx_value)
 
     def y_of(acc_value, Dv, u, z, mask, vb, t, d):
         y = out((acc_value + wgt(Dv[d]) * act(u[vb, t, d])) * silu_f32(act(z[vb, t, d])))
@@ -498,7 +434,7 @@ def selective_state_update(d_inner: int, d_state: int = 16, dtype: str = "float3
                 for w in range(W):
                     with T.sblock("delta"):
                         vw = T.axis.remap("S", [w])
-                        dl[vw] = softplus_fast_f32(dx[vw])
+                        dl[vw] = softplus_f32(dx[vw])
                 for n, w in T.grid(N, W):
                     with T.sblock("step"):
                         vn, vw = T.axis.remap("SS", [n, w])

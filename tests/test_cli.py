@@ -43,6 +43,13 @@ def test_python_dash_m_generate_default():
     assert "demo_model" in lines[-1] and len(lines) >= 2  # streamed text, then the summary
 
 
+def test_sampling_is_the_default_and_seeded(capsys):
+    runs = [run_cli(capsys, "generate", "--model", "tiny", "--prompt", "1 5 9", "--max-new-tokens", "12",
+                    *extra)[1].splitlines()[0] for extra in ([], [], ["--seed", "1"], ["--greedy"])]
+    assert runs[0] == runs[1]  # seed 0 by default: reproducible
+    assert runs[0] != runs[2] and runs[0] != runs[3]
+
+
 def test_generate_ids_without_tokenizer(capsys):
     code, out, err = run_cli(capsys, "generate", "--model", "tiny", "--prompt", "1 5 9",
                              "--max-new-tokens", "4")
@@ -57,7 +64,8 @@ def test_generate_streams_text_that_matches_the_ids(capsys, tiny_checkpoint):
     from hymba_compile.tokenizer import HymbaTokenizer
 
     code, out, err = run_cli(capsys, "generate", "--model", str(tiny_checkpoint), "--tokenizer",
-                             str(OFFICIAL_CONFIG_DIR), "--prompt", "Hello world", "--max-new-tokens", "6")
+                             str(OFFICIAL_CONFIG_DIR), "--prompt", "Hello world", "--max-new-tokens", "6",
+                             "--greedy")
     assert code == 0, err
     tok = HymbaTokenizer.from_folder(OFFICIAL_CONFIG_DIR)
     model = hymba_compile.load(tiny_checkpoint, tokenizer=OFFICIAL_CONFIG_DIR)

@@ -68,6 +68,7 @@ def test_bpe_layout_and_byte_fallback(tmp_path):
 
 def test_clean_text_and_split():
     assert clean_text("a  \r\nb\n\n\n\n\nc\t\n") == "a\nb\n\nc\n"
+    assert clean_text("   So long  as\tmen\n  can breathe") == "So long as men\ncan breathe\n"
     works = {f"w{i:02d}": f"text {i}" for i in range(20)}
     corpus = split_works(works, every=10)
     assert sorted(corpus.validation) == ["w05", "w15"]

@@ -50,8 +50,11 @@ def download_sdist(workdir: Path) -> Path:
 
 
 def clean_text(text: str) -> str:
-    """Normalise line endings and trailing spaces; collapse runs of blank lines to one."""
-    lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    """Normalise line endings, drop leading/trailing spaces of each line (indentation and centred
+    headings would otherwise teach a small model to emit runs of spaces), collapse runs of spaces
+    and of blank lines to one."""
+    lines = [re.sub(r"[ \t]+", " ", line).strip()
+             for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
     text = "\n".join(lines).strip() + "\n"
     return re.sub(r"\n{3,}", "\n\n", text)
 

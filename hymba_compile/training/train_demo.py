@@ -190,14 +190,18 @@ def train(out: Path, workdir: Path, s: TrainSettings, max_minutes: float = 27.0)
     return metrics
 
 
-def sample_text(folder: Path, prompt: str = "ROMEO.\n", new_tokens: int = 60) -> str:
-    """Greedy continuation of `prompt` by the saved model (eager, float32)."""
+SAMPLE_PROMPT = "To be, or not to be,"
+
+
+def sample_text(folder: Path, prompt: str = SAMPLE_PROMPT, new_tokens: int = 80) -> str:
+    """What `python -m hymba_compile generate` prints by default for `prompt`: sampled with
+    temperature 0.8, top-k 40, seed 0, in the checkpoint's dtype (eager backend)."""
     from ..model import load
 
-    model = load(folder, dtype="float32")
+    model = load(folder)
     ids = model.tokenizer.encode(prompt)
-    out = model.generate([ids], new_tokens)[0].tolist()
-    return model.tokenizer.decode(out)
+    out = model.generate([ids], new_tokens, do_sample=True, temperature=0.8, top_k=40, seed=0)
+    return model.tokenizer.decode(out[0].tolist())
 
 
 def model_card(config: HymbaConfig, m: dict, corpus, sample: str) -> str:
@@ -236,7 +240,7 @@ BPE trained with the `tokenizers` library on the training works: {config.vocab_s
 
 Validation: {m['validation']}.
 
-Greedy sample (prompt `ROMEO.` + newline):
+Sample (prompt `{SAMPLE_PROMPT}`; temperature 0.8, top-k 40, seed 0, as `generate` does by default):
 
 ```
 {sample}
