@@ -23,8 +23,8 @@ def linear_compute(x: te.Tensor, w: te.Tensor, name: str = "y") -> te.Tensor:
     """te.compute of y[i, j] = sum_k x[i, k] * f32(w[j, k]) (any leading row extent)."""
     k_dim = x.shape[1]
     k = te.reduce_axis((0, k_dim), name="k")
-    return te.compute((x.shape[0], w.shape[0]), lambda i, j: te.sum(f32(x[i, k]) * f32(w[j, k]), axis=k),
-                      name=name)
+    return te.compute((x.shape[0], w.shape[0]),
+                      lambda i, j: te.sum(f32(x[i, k]) * f32(w[j, k]), axis=k), name=name)
 
 
 def i64(v: int) -> tirx.PrimExpr:
@@ -47,7 +47,8 @@ def gemv(batch: int, n_out: int, k: int, weight_dtype: str = "float32") -> tirx.
     x = te.placeholder((batch, k), "float32", name="x")
     w = te.placeholder((n_out, k), weight_dtype, name="w")
     y = linear_compute(x, w)
-    return finish(te.create_prim_func([x, w, y]), "gemv", f"gemv_b{batch}_{n_out}x{k}_{weight_dtype}")
+    return finish(te.create_prim_func([x, w, y]), "gemv",
+                  f"gemv_b{batch}_{n_out}x{k}_{weight_dtype}")
 
 
 def matmul(n_out: int, k: int, weight_dtype: str = "float32") -> tirx.PrimFunc:
@@ -69,6 +70,7 @@ SHAPES = {"in_proj": (8960, 1600), "in_proj_consumer": (8000, 1600), "x_proj": (
 EXAMPLES = [
     *[(gemv, (1, n, k, "bfloat16")) for n, k in SHAPES.values()],
     (gemv, (8, 8960, 1600, "float32")),
-    *[(matmul, (n, k, "bfloat16")) for n, k in SHAPES.values()],
+    *[(matmul, (*SHAPES[name], "bfloat16"))
+      for name in ("in_proj", "x_proj", "dt_proj", "ffn_down")],
     (matmul, (8960, 1600, "float32")),
 ]

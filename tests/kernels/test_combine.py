@@ -66,7 +66,8 @@ def test_swiglu_decode(variant, batch, shape, dtype, seed):
 
 @pytest.mark.parametrize("variant", variants("gate_up_matmul", CPU))
 @settings(max_examples=8, deadline=None)
-@given(rows=st.sampled_from([1, 4, 7, 33]), shape=FFN_SHAPES, dtype=DTYPES, seed=st.integers(0, 2**16))
+@given(rows=st.sampled_from([1, 4, 7, 33]), shape=FFN_SHAPES, dtype=DTYPES,
+       seed=st.integers(0, 2**16))
 @example(rows=1, shape=(64, 96), dtype="float32", seed=0)
 @example(rows=33, shape=(40, 37), dtype="bfloat16", seed=1)
 def test_swiglu_prefill(variant, rows, shape, dtype, seed):
@@ -125,9 +126,9 @@ def test_hybrid_combine_prefill(variant, rows, shape, dtype, seed, scale):
     _check_mix(y, attn, ssm, w1, w2, ow)
 
 
-@pytest.mark.parametrize("builder,args", [(gate_up_decode, (0, 8, 8)), (gate_up_decode, (9, 8, 8)),
-                                          (hybrid_combine_decode, (9,)), (norm_average, (8, "int8")),
-                                          (gate_up_prefill, (8, 8, "float16"))])
+@pytest.mark.parametrize("builder,args", [
+    (gate_up_decode, (0, 8, 8)), (gate_up_decode, (9, 8, 8)), (hybrid_combine_decode, (9,)),
+    (norm_average, (8, "int8")), (gate_up_prefill, (8, 8, "float16"))])
 def test_rejects_bad_arguments(builder, args):
     with pytest.raises(ValueError):
         builder(*args)

@@ -87,8 +87,9 @@ def test_matmul(variant, rows, shape, dtype, seed):
     _check(y2, x2, w, k)
 
 
-@pytest.mark.parametrize("builder,args", [(gemv, (0, 4, 4, "float32")), (gemv, (9, 4, 4, "float32")),
-                                          (matmul, (4, 4, "float16")), (matmul, (0, 4, "float32"))])
+@pytest.mark.parametrize("builder,args", [
+    (gemv, (0, 4, 4, "float32")), (gemv, (9, 4, 4, "float32")),
+    (matmul, (4, 4, "float16")), (matmul, (0, 4, "float32"))])
 def test_rejects_bad_arguments(builder, args):
     with pytest.raises(ValueError):
         builder(*args)
