@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
-from .common import check_dtype, f32, finish, seq_var
+from .common import check_dtype, f32, finish, i64, seq_var
 from .fastmath import silu_f32
-from .linear import MAX_DECODE_BATCH, i64, linear_compute
+from .linear import MAX_DECODE_BATCH, linear_compute
 
 D_INNER, D_MODEL, D_FF = 3200, 1600, 5504
 EPS = 1e-6

@@ -19,6 +19,12 @@ def seq_var(name: str = "n") -> tirx.Var:
     return te.var(name, "int64")
 
 
+def i64(v: int) -> tirx.PrimExpr:
+    """A static extent as int64, so that buffers indexed by a symbolic (int64) row count use one
+    index dtype throughout (schedules that remap buffer layouts require it)."""
+    return tirx.const(v, "int64")
+
+
 def finish(func: tirx.PrimFunc, kernel: str, symbol: str) -> tirx.PrimFunc:
     """Attach the family attribute, a unique global symbol and noalias."""
     return func.with_attr({KERNEL_ATTR: kernel, "global_symbol": symbol, "tirx.noalias": True})

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from tvm import te, tirx
 
-from .common import check_dtype, f32, finish, seq_var
+from .common import check_dtype, f32, finish, i64, seq_var
 
 MAX_DECODE_BATCH = 8
 
@@ -25,12 +25,6 @@ def linear_compute(x: te.Tensor, w: te.Tensor, name: str = "y") -> te.Tensor:
     k = te.reduce_axis((0, k_dim), name="k")
     return te.compute((x.shape[0], w.shape[0]),
                       lambda i, j: te.sum(f32(x[i, k]) * f32(w[j, k]), axis=k), name=name)
-
-
-def i64(v: int) -> tirx.PrimExpr:
-    """A static extent as int64, so that buffers indexed by a symbolic (int64) row count use one
-    index dtype throughout (schedules that remap buffer layouts require it)."""
-    return tirx.const(v, "int64")
 
 
 def _check(n_out: int, k: int, weight_dtype: str) -> None:
