@@ -34,6 +34,15 @@ def resolve_dtype(dtype: str | torch.dtype | None, config: HymbaConfig) -> torch
     return DTYPES[dtype]
 
 
+def _as_rows(value, what: str) -> torch.Tensor:
+    """`value` as a tensor, a flat list or 1-D tensor taken as one row; InputError if ragged."""
+    try:
+        t = torch.as_tensor(value)
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise InputError(f"{what} must be a rectangular array: {e}") from None
+    return t[None] if t.dim() == 1 else t
+
+
 class HymbaModel:
     """A loaded Hymba: config, tokenizer (or None) and a backend that runs prefill and decode."""
 
@@ -50,12 +59,7 @@ class HymbaModel:
     def _prepare(self, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Validate ids [b, n] (a flat list or 1-D tensor is taken as one row) and a left-padding
         mask of the same shape; raise InputError naming the problem."""
-        try:
-            ids = torch.as_tensor(input_ids)
-        except (ValueError, TypeError, RuntimeError) as e:
-            raise InputError(f"input_ids must be a rectangular array of token ids: {e}") from None
-        if ids.dim() == 1:
-            ids = ids[None]
+        ids = _as_rows(input_ids, "input_ids")
         if ids.dim() != 2:
             raise InputError(f"input_ids must be [batch, n], got shape {list(ids.shape)}")
         if ids.shape[0] == 0 or ids.shape[1] == 0:
@@ -69,12 +73,7 @@ class HymbaModel:
             raise InputError(f"token id {bad} is outside the vocabulary [0, {vocab})")
         mask = None
         if attention_mask is not None:
-            try:
-                mask = torch.as_tensor(attention_mask)
-            except (ValueError, TypeError, RuntimeError) as e:
-                raise InputError(f"attention_mask must be a rectangular 0/1 array: {e}") from None
-            if mask.dim() == 1:
-                mask = mask[None]
+            mask = _as_rows(attention_mask, "attention_mask")
             if tuple(mask.shape) != tuple(ids.shape):
                 raise InputError(f"attention_mask shape {list(mask.shape)} != input_ids shape "
                                  f"{list(ids.shape)}")
