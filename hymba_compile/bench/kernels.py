@@ -15,6 +15,7 @@ import torch
 
 from .timing import median_ms, peak_read_gbps
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}  # names used by ir/ -> torch
 CASE_MODULES = ("norm", "linear", "conv", "scan", "attention", "combine", "embed")
 
 

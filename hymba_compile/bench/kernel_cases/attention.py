@@ -13,10 +13,9 @@ from ir.attention import (HYMBA_BASE, attention_decode_global, attention_decode_
 
 from ...build import build_kernel
 from ...reference import apply_rope, rope_cos_sin
-from ..kernels import KernelCase, Prepared
+from ..kernels import DTYPES, KernelCase, Prepared
 
 H, KV, DQ, DV, META, WINDOW = 25, 5, 64, 128, 128, 1024
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def _prefill(name: str, length: int, window: int | None, target: dict):

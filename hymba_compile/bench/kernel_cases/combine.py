@@ -18,9 +18,8 @@ from ir.linear import gemv, matmul
 
 from ...build import build_kernel
 from ...reference import hybrid_combine, swiglu
-from ..kernels import KernelCase, Prepared
+from ..kernels import DTYPES, KernelCase, Prepared
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 PREFILL_ROWS = 1152
 
 

@@ -11,9 +11,8 @@ from ir.conv import causal_conv1d, causal_conv1d_step
 from ...build import build_kernel
 from ...reference import causal_conv1d as conv_ref
 from ...reference import causal_conv1d_step as step_ref
-from ..kernels import KernelCase, Prepared
+from ..kernels import DTYPES, KernelCase, Prepared
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 CHANNELS, WIDTH = 3200, 4
 
 

@@ -10,10 +10,8 @@ from ir.embed import embedding, lm_head_decode, lm_head_prefill
 
 from ...build import build_kernel
 from ...reference import final_logits
-from ..kernels import KernelCase, Prepared
-from .norm import bound
+from ..kernels import DTYPES, KernelCase, Prepared
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 VOCAB, HIDDEN = 32001, 1600
 
 
@@ -22,7 +20,7 @@ def _embedding(n: int, dtype: str, variant: str | None = None):
         table = torch.randn(VOCAB, HIDDEN).to(DTYPES[dtype])
         ids = torch.randint(0, VOCAB, (n,), dtype=torch.int32)
         out = torch.empty(n, HIDDEN, dtype=table.dtype)
-        k = bound(build_kernel(embedding(VOCAB, HIDDEN, dtype, "int32"), variant=variant))
+        k = build_kernel(embedding(VOCAB, HIDDEN, dtype, "int32"), variant=variant)
         return Prepared(ours=lambda: (k(ids, table, out), out)[1],
                         baseline=lambda: F.embedding(ids, table),
                         bytes_moved=2 * out.numel() * out.element_size() + ids.numel() * 4)
@@ -42,7 +40,7 @@ def _head_inputs(rows: int, dtype: str):
 def _lm_head_decode(batch: int, dtype: str):
     def setup() -> Prepared:
         h, norm_w, head_w, logits = _head_inputs(batch, dtype)
-        k = bound(build_kernel(lm_head_decode(batch, HIDDEN, VOCAB, dtype)))
+        k = build_kernel(lm_head_decode(batch, HIDDEN, VOCAB, dtype))
         size = head_w.element_size()
         return Prepared(ours=lambda: (k(h, norm_w, head_w, logits), logits)[1],
                         baseline=lambda: final_logits(h, norm_w, head_w, 1e-6),
@@ -56,7 +54,7 @@ def _lm_head_decode(batch: int, dtype: str):
 def _lm_head_prefill(n: int, dtype: str):
     def setup() -> Prepared:
         h, norm_w, head_w, logits = _head_inputs(n, dtype)
-        k = bound(build_kernel(lm_head_prefill(HIDDEN, VOCAB, dtype)))
+        k = build_kernel(lm_head_prefill(HIDDEN, VOCAB, dtype))
         return Prepared(ours=lambda: (k(h, norm_w, head_w, logits), logits)[1],
                         baseline=lambda: final_logits(h, norm_w, head_w, 1e-6))
     return KernelCase("lm_head_prefill", f"[{n},{HIDDEN}] x [{VOCAB},{HIDDEN}] {dtype}",

@@ -16,9 +16,8 @@ from ir.linear import SHAPES, gemv, matmul
 
 from ...build import build_kernel
 from ...reference import linear
-from ..kernels import KernelCase, Prepared
+from ..kernels import DTYPES, KernelCase, Prepared
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 PREFILL_ROWS = 1152
 
 

@@ -13,9 +13,8 @@ from ...build import build_kernel
 from ...reference import selective_scan as scan_ref
 from ...reference import selective_state_update as update_ref
 from ...reference import ssm_input_split as split_ref
-from ..kernels import KernelCase, Prepared
+from ..kernels import DTYPES, KernelCase, Prepared
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 D_INNER, D_STATE, DT_RANK = 3200, 16, 100
 
 
