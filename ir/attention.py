@@ -210,8 +210,10 @@ def _check_heads(num_heads: int, num_kv_heads: int) -> int:
 def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int, v_dim: int,
                       window: int | None, num_meta: int = 0, dtype: str = "float32",
                       block_q: int = 64, block_k: int = 64) -> tirx.PrimFunc:
-    """Flash attention at prefill: (q [B, H, S, DQ], k [B, KV, S, DQ], v [B, KV, S, DV],
-    pads [B] int32) -> out [B, S, H*DV], S symbolic.
+    """Flash attention at prefill: (q [B, H, Sq, DQ], k [B, KV, S, DQ], v [B, KV, S, DV],
+    pads [B] int32) -> out [B, Sq, H*DV], S and Sq <= S symbolic. The queries are the last Sq of
+    the S packed tokens (query i is packed index S - Sq + i): Sq = S is a whole prefill, Sq < S a
+    prompt attending over keys that begin with a cached prefix (the meta tokens).
 
     window = W: Hymba sliding-window mask (i - j <= W, meta tokens always visible); window =
     None: global causal (num_meta is then irrelevant). block_q / block_k: the query rows and keys
@@ -235,8 +237,8 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
     def key(t, jj, S):  # key jj of key block t, clamped in bounds (masked if beyond)
         return T.min(t * BK + jj, S - 1)
 
-    def block_end(vq, S):
-        return T.min(vq * BQ + BQ, S)
+    def block_end(vq, S, Sq):  # one past the block's last real query, as a packed index
+        return S - Sq + T.min(vq * BQ + BQ, Sq)
 
     def block_visited(j0, i0, p):  # the key block holds a key visible to a query of the block
         if not sliding:
@@ -258,12 +260,13 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
     @T.prim_func(s_tir=True)
     def prefill(q_h: T.handle, k_h: T.handle, v_h: T.handle, pads_h: T.handle, out_h: T.handle):
         S = T.int64()
-        q = T.match_buffer(q_h, (B, H, S, DQ), dtype)
+        Sq = T.int64()
+        q = T.match_buffer(q_h, (B, H, Sq, DQ), dtype)
         k = T.match_buffer(k_h, (B, KV, S, DQ), dtype)
         v = T.match_buffer(v_h, (B, KV, S, DV), dtype)
         pads = T.match_buffer(pads_h, (B,), "int32")
-        out = T.match_buffer(out_h, (B, S, H * DV), dtype)
-        for b, h, qb in T.grid(T.int64(B), T.int64(H), (S + BQ - 1) // BQ):
+        out = T.match_buffer(out_h, (B, Sq, H * DV), dtype)
+        for b, h, qb in T.grid(T.int64(B), T.int64(H), (Sq + BQ - 1) // BQ):
             with T.sblock("flash"):
                 vb, vh, vq = T.axis.remap("SSS", [b, h, qb])
                 qs = T.sblock_alloc_buffer((DQ, BQ), "float32", scope="local")  # q^T * scale
@@ -285,10 +288,10 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
                 for d, ii in T.grid(DQ, BQ):
                     with T.sblock("load_q"):
                         qs[d, ii] = T.float32(scale) * T.Cast(
-                            "float32", q[vb, vh, T.min(vq * BQ + ii, S - 1), d])
+                            "float32", q[vb, vh, T.min(vq * BQ + ii, Sq - 1), d])
                 # key blocks from the row's first real token to the block's last query
-                for t in range(row_start(pads, vb) // BK, (block_end(vq, S) - 1) // BK + 1):
-                    if block_visited(t * BK, vq * BQ, row_start(pads, vb)):
+                for t in range(row_start(pads, vb) // BK, (block_end(vq, S, Sq) - 1) // BK + 1):
+                    if block_visited(t * BK, S - Sq + vq * BQ, row_start(pads, vb)):
                         for jj, d in T.grid(BK, DQ):
                             with T.sblock("load_k"):
                                 kt[jj, d] = T.Cast("float32", k[vb, vh // G, key(t, jj, S), d])
@@ -301,12 +304,13 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
                         for jj, d, ii in T.grid(BK, DQ, BQ):
                             with T.sblock("score"):
                                 sc[jj, ii] = sc[jj, ii] + kt[jj, d] * qs[d, ii]
-                        if not block_full(t * BK, vq * BQ, block_end(vq, S), row_start(pads, vb)):
+                        if not block_full(t * BK, S - Sq + vq * BQ, block_end(vq, S, Sq),
+                                          row_start(pads, vb)):
                             for jj, ii in T.grid(BK, BQ):
                                 with T.sblock("mask"):
                                     sc[jj, ii] = T.Select(
                                         visible(T.Cast("int32", t * BK) + jj,
-                                                T.Cast("int32", vq * BQ) + ii, pads[vb]),
+                                                T.Cast("int32", S - Sq + vq * BQ) + ii, pads[vb]),
                                         sc[jj, ii], T.float32(NEG))
                         for ii in range(BQ):
                             with T.sblock("max_init"):
@@ -334,7 +338,7 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
                                 acc[ii, e] = acc[ii, e] + sc[jj, ii] * vt[jj, e]
                 for ii, e in T.grid(BQ, DV):
                     with T.sblock("store"):
-                        if vq * BQ + ii < S:
+                        if vq * BQ + ii < Sq:
                             out[vb, vq * BQ + ii, vh * DV + e] = T.Cast(dtype, T.Select(
                                 sm[ii] > T.float32(0), acc[ii, e] / sm[ii], T.float32(0)))
 
@@ -353,7 +357,7 @@ def _decode(kind: str, batch: int, num_heads: int, num_kv_heads: int, qk_dim: in
     """One query per row over the first n slots of a cache: n = M + count[b] (ring) or
     length[b] (global), clamped to [0, capacity]."""
     G = _check_heads(num_heads, num_kv_heads)
-    B, H, KV, DQ, DV, M, CAP = batch, num_heads, num_kv_heads, qk_dim, v_dim, num_meta, capacity
+    B, H, KV, DQ, DV, M, CAP = batch, num_heads, num_kv_heads, qk_dim, v_dim, num_meta, _cap(capacity)
     NS, BK = splits, block_k
     ring = kind == "sliding"
     scale = 1.0 / math.sqrt(DQ)
@@ -494,7 +498,7 @@ def attention_decode_sliding(batch: int, num_heads: int, num_kv_heads: int, qk_d
 
 
 def attention_decode_global(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int,
-                            v_dim: int, capacity: int, dtype: str = "float32",
+                            v_dim: int, capacity: int | None, dtype: str = "float32",
                             cache_dtype: str | None = None, splits: int = 4,
                             block_k: int = 32) -> tirx.PrimFunc:
     """Decode on a global layer: (q [B, H, 1, DQ], k_cache [B, KV, CAP, DQ],
@@ -502,7 +506,7 @@ def attention_decode_global(batch: int, num_heads: int, num_kv_heads: int, qk_di
     [0, length[b]) (every cached token, the new one included)."""
     check_dtype(dtype)
     cache_dtype = check_dtype(cache_dtype or dtype)
-    symbol = (f"attention_decode_global_c{capacity}_b{batch}_h{num_heads}x{num_kv_heads}"
+    symbol = (f"attention_decode_global_{_cap_tag(capacity)}_b{batch}_h{num_heads}x{num_kv_heads}"
               f"_d{qk_dim}x{v_dim}_s{splits}k{block_k}_{dtype}_{cache_dtype}")
     return _decode("global", batch, num_heads, num_kv_heads, qk_dim, v_dim, capacity, 0, dtype,
                    cache_dtype, splits, block_k, symbol)
@@ -512,6 +516,16 @@ def attention_decode_global(batch: int, num_heads: int, num_kv_heads: int, qk_di
 # Cache writes (in place)
 # ---------------------------------------------------------------------------------------------
 
+def _cap(capacity: int | None):
+    """The cache's slot extent: a static int, or (None) a symbolic int64 var bound by the cache
+    tensor's shape at call time, so a growing global cache needs no recompilation."""
+    return tirx.Var("capacity", "int64") if capacity is None else capacity
+
+
+def _cap_tag(capacity: int | None) -> str:
+    return "cdyn" if capacity is None else f"c{capacity}"
+
+
 def _slot(p, num_meta: int, window: int | None):
     """Cache slot of position p: p below the meta prefix or on a global layer; else
     M + (p - M) mod W."""
@@ -520,10 +534,10 @@ def _slot(p, num_meta: int, window: int | None):
     return T.Select(p < num_meta, p, num_meta + T.floormod(p - num_meta, window))
 
 
-def _cache_write(batch: int, num_kv_heads: int, qk_dim: int, v_dim: int, capacity: int,
+def _cache_write(batch: int, num_kv_heads: int, qk_dim: int, v_dim: int, capacity: int | None,
                  num_meta: int, window: int | None, dtype: str, cache_dtype: str,
                  symbol: str) -> tirx.PrimFunc:
-    B, KV, DQ, DV, CAP, M = batch, num_kv_heads, qk_dim, v_dim, capacity, num_meta
+    B, KV, DQ, DV, CAP, M = batch, num_kv_heads, qk_dim, v_dim, _cap(capacity), num_meta
 
     def slot(pos, vb):
         return _slot(T.Cast("int64", pos[vb]), M, window)
@@ -563,22 +577,23 @@ def kv_cache_write_sliding(batch: int, num_kv_heads: int, qk_dim: int, v_dim: in
                         dtype, cache_dtype, symbol)
 
 
-def kv_cache_write_global(batch: int, num_kv_heads: int, qk_dim: int, v_dim: int, capacity: int,
+def kv_cache_write_global(batch: int, num_kv_heads: int, qk_dim: int, v_dim: int,
+                          capacity: int | None,
                           dtype: str = "float32", cache_dtype: str | None = None) -> tirx.PrimFunc:
     """In place: (k_new, v_new, pos, k_cache [B, KV, CAP, DQ], v_cache [B, KV, CAP, DV]); the new
     token's k/v go to slot pos. A row with pos outside [0, CAP) is left alone."""
     check_dtype(dtype)
     cache_dtype = check_dtype(cache_dtype or dtype)
-    symbol = (f"kv_cache_write_global_c{capacity}_b{batch}_kv{num_kv_heads}_d{qk_dim}x{v_dim}"
+    symbol = (f"kv_cache_write_global_{_cap_tag(capacity)}_b{batch}_kv{num_kv_heads}_d{qk_dim}x{v_dim}"
               f"_{dtype}_{cache_dtype}")
     return _cache_write(batch, num_kv_heads, qk_dim, v_dim, capacity, 0, None, dtype, cache_dtype,
                         symbol)
 
 
-def _cache_fill(batch: int, num_kv_heads: int, qk_dim: int, v_dim: int, capacity: int,
+def _cache_fill(batch: int, num_kv_heads: int, qk_dim: int, v_dim: int, capacity: int | None,
                 num_meta: int, window: int | None, dtype: str, cache_dtype: str,
                 symbol: str) -> tirx.PrimFunc:
-    B, KV, DQ, DV, CAP, M = batch, num_kv_heads, qk_dim, v_dim, capacity, num_meta
+    B, KV, DQ, DV, CAP, M = batch, num_kv_heads, qk_dim, v_dim, _cap(capacity), num_meta
 
     def position(pads, vb, vi):  # packed index vi of row vb holds this position
         return vi - T.Cast("int64", pads[vb])
@@ -628,14 +643,15 @@ def kv_cache_fill_sliding(batch: int, num_kv_heads: int, qk_dim: int, v_dim: int
                        dtype, cache_dtype, symbol)
 
 
-def kv_cache_fill_global(batch: int, num_kv_heads: int, qk_dim: int, v_dim: int, capacity: int,
+def kv_cache_fill_global(batch: int, num_kv_heads: int, qk_dim: int, v_dim: int,
+                         capacity: int | None,
                          dtype: str = "float32", cache_dtype: str | None = None) -> tirx.PrimFunc:
     """In place, after prefill: (k, v, pads, k_cache [B, KV, CAP, DQ], v_cache [B, KV, CAP, DV]).
     Writes every token of each row at slot = position (positions >= CAP are dropped); the row's
     length is then S - pads."""
     check_dtype(dtype)
     cache_dtype = check_dtype(cache_dtype or dtype)
-    symbol = (f"kv_cache_fill_global_c{capacity}_b{batch}_kv{num_kv_heads}_d{qk_dim}x{v_dim}"
+    symbol = (f"kv_cache_fill_global_{_cap_tag(capacity)}_b{batch}_kv{num_kv_heads}_d{qk_dim}x{v_dim}"
               f"_{dtype}_{cache_dtype}")
     return _cache_fill(batch, num_kv_heads, qk_dim, v_dim, capacity, 0, None, dtype, cache_dtype,
                        symbol)

@@ -26,12 +26,17 @@ from .fastmath import silu_f32
 
 
 def causal_conv1d(channels: int, width: int = 4, dtype: str = "float32",
-                  wdtype: str | None = None) -> tirx.PrimFunc:
+                  wdtype: str | None = None, with_state: bool = False) -> tirx.PrimFunc:
     """Prefill: (x [b, L, C], w [K, C], bias [C]) -> (y [b, L, C], state [b, K, C]).
 
     y[b, t, c] = silu(bias[c] + sum_k w[k, c] * x[b, t - K + 1 + k, c]) with x = 0 before t = 0;
     state[b, k, c] = x[b, L - K + k, c], zero where L - K + k < 0 (the last K raw inputs,
-    zero-padded on the left). x, y, state in `dtype`; w, bias in `wdtype` (default `dtype`)."""
+    zero-padded on the left). x, y, state in `dtype`; w, bias in `wdtype` (default `dtype`).
+
+    `with_state`: the chunk continues a sequence, (x, w, bias, state_in [b, K, C]) -> (y, state):
+    the inputs before t = 0 are the last rows of state_in (the state after the earlier tokens,
+    e.g. the meta tokens) instead of zeros, and the new state is the last K rows of
+    [state_in; x]."""
     check_dtype(dtype)
     wdtype = check_dtype(wdtype or dtype)
     k_ = width
@@ -39,12 +44,20 @@ def causal_conv1d(channels: int, width: int = 4, dtype: str = "float32",
     x = te.placeholder((batch, n, channels), dtype, name="x")
     w = te.placeholder((k_, channels), wdtype, name="w")
     bias = te.placeholder((channels,), wdtype, name="bias")
-    zero = tirx.const(0.0, "float32")
+    prior = te.placeholder((batch, k_, channels), dtype, name="state_in") if with_state else None
+
+    def raw(b, src, c, cast=lambda v: v):
+        """cast(x at sequence index src), src < 0 being before the chunk (zero, or state_in)."""
+        inside = cast(x[b, tirx.max(src, 0), c])
+        if prior is None:
+            zero = tirx.const(0.0, "float32" if cast is f32 else dtype)
+            return tirx.Select(src >= 0, inside, zero)
+        # Select on clamped (always in-bounds) loads: no branch, so the block vectorises cleanly
+        before = cast(prior[b, tirx.min(tirx.max(src + k_, 0), k_ - 1), c])
+        return tirx.Select(src >= 0, inside, before)
 
     def tap(b, t, c, k):
-        # Select on a clamped (always in-bounds) load: no branch, so the block vectorises cleanly
-        src = t + (k - k_ + 1)
-        return tirx.Select(src >= 0, f32(x[b, tirx.max(src, 0), c]), zero) * f32(w[k, c])
+        return raw(b, t + (k - k_ + 1), c, f32) * f32(w[k, c])
 
     def out(b, t, c):
         acc = f32(bias[c])
@@ -53,14 +66,11 @@ def causal_conv1d(channels: int, width: int = 4, dtype: str = "float32",
         return silu_cast(acc, dtype)
 
     y = te.compute((batch, n, channels), out, name="y")
-
-    def last(b, k, c):
-        src = n + (k - k_)
-        return tirx.Select(src >= 0, x[b, tirx.max(src, 0), c], tirx.const(0.0, dtype))
-
-    state = te.compute((batch, k_, channels), last, name="state")
-    func = te.create_prim_func([x, w, bias, y, state])
-    return finish(func, "causal_conv1d", f"causal_conv1d_{channels}_k{width}_{dtype}_{wdtype}")
+    state = te.compute((batch, k_, channels), lambda b, k, c: raw(b, n + (k - k_), c), name="state")
+    inputs = [x, w, bias] + ([prior] if with_state else [])
+    func = te.create_prim_func([*inputs, y, state])
+    tag = "_cont" if with_state else ""
+    return finish(func, "causal_conv1d", f"causal_conv1d{tag}_{channels}_k{width}_{dtype}_{wdtype}")
 
 
 def causal_conv1d_step(channels: int, width: int = 4, dtype: str = "float32",

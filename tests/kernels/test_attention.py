@@ -131,6 +131,28 @@ def test_prefill(variant, shape, length, data, seed):
 
 
 @pytest.mark.parametrize("variant", variants("attention_prefill", CPU))
+@settings(max_examples=10, deadline=None)
+@given(shape=st.sampled_from(PREFILL_SHAPES), length=st.integers(1, 140), data=st.data(),
+       seed=st.integers(0, 2**16))
+def test_prefill_queries_after_a_cached_prefix(variant, shape, length, data, seed):
+    """Only the last Sq of the S packed tokens as queries (a prompt over keys that start with
+    the cached meta tokens): the output equals those rows of the whole prefill's reference."""
+    batch, h, kv, dq, dv, window, num_meta, dtype = shape
+    t = TORCH_DTYPES[dtype]
+    prefix = data.draw(st.integers(0, length - 1), label="prefix")
+    pads = [0] + [data.draw(st.integers(0, prefix), label="pads") for _ in range(batch - 1)]
+    g = torch.Generator().manual_seed(seed)
+    q = (torch.randn(batch, h, length, dq, generator=g) * 2).to(t)
+    k = (torch.randn(batch, kv, length, dq, generator=g) * 2).to(t)
+    v = torch.randn(batch, kv, length, dv, generator=g).to(t)
+    out = torch.full((batch, length - prefix, h * dv), float("nan"), dtype=t)
+    cached_kernel(A.attention_prefill, (batch, h, kv, dq, dv, window, num_meta, dtype), variant)(
+        q[:, :, prefix:].contiguous(), k, v, torch.tensor(pads, dtype=torch.int32), out)
+    ref = _prefill_reference(q, k, v, pads, window, num_meta)[:, prefix:]
+    assert_close(out, ref, dtype)
+
+
+@pytest.mark.parametrize("variant", variants("attention_prefill", CPU))
 def test_prefill_skips_blocks_outside_the_window(variant):
     """Long sequence, small window: blocks far outside the window hold huge keys that would
     dominate (and overflow) the softmax if they were visited unmasked; the result still matches."""
@@ -154,14 +176,16 @@ def test_prefill_skips_blocks_outside_the_window(variant):
 # ---------------------------------------------------------------------------------------------
 
 def _decode_case(variant, kind, batch, heads, dq, dv, window, num_meta, length, steps, pads,
-                 dtype, cache_dtype, seed, cache_variant=None):
+                 dtype, cache_dtype, seed, cache_variant=None, capacity=GLOBAL_CAPACITY):
+    """`capacity` (global layers): the cache tensors' slots; None builds the kernels with a
+    symbolic capacity and sizes the caches to exactly what the steps fill."""
     h, kv = heads
     t, tc = TORCH_DTYPES[dtype], TORCH_DTYPES[cache_dtype]
     fill_variant, write_variant = (cache_variant if cache_variant in variants(family, CPU) else None
                                    for family in ("kv_cache_fill", "kv_cache_write"))
     g = torch.Generator().manual_seed(seed)
     sliding = kind == SLIDING
-    cap = num_meta + window if sliding else GLOBAL_CAPACITY
+    cap = num_meta + window if sliding else (capacity or length + steps)
     if sliding:
         cache_args = (batch, kv, dq, dv, window, num_meta, dtype, cache_dtype)
         fill = cached_kernel(A.kv_cache_fill_sliding, cache_args, fill_variant)
@@ -169,11 +193,11 @@ def _decode_case(variant, kind, batch, heads, dq, dv, window, num_meta, length, 
         decode = cached_kernel(A.attention_decode_sliding,
                                (batch, h, kv, dq, dv, window, num_meta, dtype, cache_dtype), variant)
     else:
-        cache_args = (batch, kv, dq, dv, cap, dtype, cache_dtype)
+        cache_args = (batch, kv, dq, dv, capacity, dtype, cache_dtype)
         fill = cached_kernel(A.kv_cache_fill_global, cache_args, fill_variant)
         write = cached_kernel(A.kv_cache_write_global, cache_args, write_variant)
         decode = cached_kernel(A.attention_decode_global,
-                               (batch, h, kv, dq, dv, cap, dtype, cache_dtype), variant)
+                               (batch, h, kv, dq, dv, capacity, dtype, cache_dtype), variant)
 
     # prefill keys (what rope_qkv produced), pads included
     k_all = torch.randn(batch, kv, length, dq, generator=g).to(t)
@@ -229,6 +253,18 @@ def test_decode_global(variant, shape, length, steps, data, seed):
     pads = [0] + [data.draw(st.integers(0, length - num_meta), label="pads") for _ in range(batch - 1)]
     _decode_case(variant, GLOBAL, batch, (h, kv), dq, dv, 0, num_meta, length, steps, pads,
                  dtype, cache_dtype, seed)
+
+
+@settings(max_examples=6, deadline=None)
+@given(shape=st.sampled_from(GLOBAL_SHAPES), length=st.integers(1, 50), steps=st.integers(1, 6),
+       seed=st.integers(0, 2**16))
+def test_decode_global_symbolic_capacity(shape, length, steps, seed):
+    """Global kernels built with a symbolic capacity (the runtime's growing caches) on caches of
+    exactly prompt + steps slots, so the last step writes the last slot."""
+    batch, h, kv, dq, dv, num_meta, dtype, cache_dtype = shape
+    length = max(length, num_meta)
+    _decode_case(None, GLOBAL, batch, (h, kv), dq, dv, 0, num_meta, length, steps, [0] * batch,
+                 dtype, cache_dtype, seed, capacity=None)
 
 
 def test_decode_hymba_window_wraps_many_times():

@@ -71,6 +71,29 @@ def test_causal_conv1d_widths_and_weight_dtype(width, length, dtype, wdtype, see
     assert torch.equal(state, conv_state_after(x_ref, width).transpose(1, 2))
 
 
+@pytest.mark.parametrize("variant", variants("causal_conv1d", CPU))
+@settings(max_examples=8, deadline=None)
+@given(channels=CHANNELS, before=st.integers(0, 9), length=st.integers(1, 12),
+       batch=st.integers(1, 2), dtype=DTYPES, seed=st.integers(0, 2**16))
+def test_causal_conv1d_continues_from_a_state(variant, channels, before, length, batch, dtype,
+                                              seed):
+    """The `with_state` form on a chunk after `before` earlier tokens (0: a zero state; fewer
+    than K - 1: a state that is partly zero padding), given the state after them, equals the
+    reference conv over the whole sequence restricted to the chunk; its state is the whole
+    sequence's."""
+    g = torch.Generator().manual_seed(seed)
+    t = TORCH_DTYPES[dtype]
+    x = torch.randn(batch, before + length, channels, generator=g).to(t)
+    w_ref, w, bias = _weights(g, channels, 4, dtype)
+    x_ref = x.transpose(1, 2)
+    state_in = _own(conv_state_after(x_ref[..., :before], 4).transpose(1, 2))
+    y, state = torch.empty(batch, length, channels, dtype=t), torch.empty(batch, 4, channels, dtype=t)
+    cached_kernel(causal_conv1d, (channels, 4, dtype, None, True), variant)(
+        _own(x[:, before:]), w, bias, state_in, y, state)
+    assert_close(y, conv_ref(x_ref, w_ref, bias).transpose(1, 2)[:, before:], dtype, scale=4.0)
+    assert torch.equal(state, conv_state_after(x_ref, 4).transpose(1, 2))
+
+
 @pytest.mark.parametrize("variant", variants("causal_conv1d_step", CPU))
 @settings(max_examples=10, deadline=None)
 @given(channels=CHANNELS, batch=st.integers(1, 3), dtype=DTYPES, seed=st.integers(0, 2**16),
