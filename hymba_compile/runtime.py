@@ -1,0 +1,190 @@
+"""Runs the compiled program: owns the weights as the program takes them, the meta-token state
+(computed once per loaded model), and the decode state of a generation, which the compiled
+functions update in place. Implements the backend protocol of `generate.py`
+(`prefill`, `decode`), as `reference.HymbaReference` does.
+
+State per generation (`DecodeState`), for a static decode batch bucket Bk >= the real batch:
+  sliding owner layers  k/v ring caches [Bk, KV, M + W, d]  (meta prefix + window ring)
+  global owner layers   k/v caches [Bk, KV, cap, d], cap grown (doubling) as positions pass it
+  consumer layers       nothing (they read their producer's caches)
+  every layer           conv state [Bk, K, C] and SSM state [Bk, N, C], float32
+  pos [Bk] int32        the position of each row's next token (meta tokens are 0..M-1)
+Caches are in the weight dtype: bf16 gives 1,920 bytes per owner layer and token at Hymba-1.5B.
+Rows are prefilled one at a time (batch 1, no pad tokens computed) from the stored meta state and
+copied into their batch row; decode then runs all rows at their own positions, so a left-padded
+batch gives each row exactly what it gives alone. Rows past the real batch are idle filler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import tvm
+import tvm_ffi
+from tvm import relax
+
+from .config import GLOBAL, HymbaConfig
+from .errors import InputError
+from .program import ProgramSpec, owner_layers
+from .program_weights import TORCH, program_weights
+
+CAP_ALIGN = 64  # global cache capacities are multiples of this many slots
+PREFILL_RESERVE = 256  # decode slots a global cache gets beyond the prompt before it first grows
+
+
+def _tvm(t: torch.Tensor):
+    return tvm.runtime.from_dlpack(t)
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+@dataclass
+class DecodeState:
+    """What decode needs between steps; tensors are torch and shared with the program (dlpack)."""
+
+    batch: int  # real rows
+    bucket: int  # compiled decode batch (>= batch)
+    caches: list[torch.Tensor]  # k, v per owner layer
+    conv: list[torch.Tensor]
+    ssm: list[torch.Tensor]
+    pos: torch.Tensor  # [bucket] int32
+    ids: torch.Tensor  # [bucket] int32, the tokens of the step
+    args: tuple = field(default=())  # the tvm views passed to decode, rebuilt after growth
+
+    def bind(self) -> None:
+        self.args = (_tvm(self.ids), _tvm(self.pos), tvm_ffi.Array([_tvm(t) for t in self.caches]),
+                     tvm_ffi.Array([_tvm(t) for t in self.conv]),
+                     tvm_ffi.Array([_tvm(t) for t in self.ssm]))
+
+    @property
+    def capacity(self) -> int | None:
+        """Slots of the global caches (None without global layers)."""
+        caps = [t.shape[2] for t, glob in zip(self.caches, self._global) if glob]
+        return caps[0] if caps else None
+
+    _global: list[bool] = field(default_factory=list)
+
+
+class CompiledRuntime:
+    """A loaded executable with its weights bound: the `tvm` backend."""
+
+    def __init__(self, executable: tvm.runtime.Module, spec: ProgramSpec,
+                 params: dict[str, torch.Tensor]):
+        self.spec, self.config = spec, spec.config
+        self.vm = relax.VirtualMachine(executable, tvm.cpu())
+        self._weights_torch = program_weights(spec.config, params, spec.weight_dtype)
+        self.weights = tvm_ffi.Array([_tvm(t) for t in self._weights_torch])
+        self.fn = {name: self.vm[name] for name in
+                   ("prefix", "prefill", "logits_last", "logits_all",
+                    *[f"decode_b{b}" for b in spec.decode_batches])}
+        self.cache_dtype = TORCH[spec.cache_dtype]
+        self.owners = owner_layers(spec.config)
+        self._global = [p.attention == GLOBAL for p in self.owners for _ in (0, 1)]
+        # the meta-token prefix: K/V of every owner layer, conv and SSM state after it
+        meta_k, meta_v, conv, ssm = self.fn["prefix"](self.weights)
+        self.meta = (meta_k, meta_v, conv, ssm)
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def _cache_shapes(self, batch: int, cap: int) -> list[tuple[int, ...]]:
+        c = self.config
+        shapes = []
+        for p in self.owners:
+            slots = cap if p.attention == GLOBAL else c.num_memory_tokens + c.sliding_window
+            shapes += [(batch, c.num_key_value_heads, slots, c.qk_head_dim),
+                       (batch, c.num_key_value_heads, slots, c.v_dim)]
+        return shapes
+
+    def bucket_for(self, batch: int) -> int:
+        for b in sorted(self.spec.decode_batches):
+            if b >= batch:
+                return b
+        raise InputError(f"a batch of {batch} rows is larger than the largest compiled decode batch "
+                         f"({max(self.spec.decode_batches)}); compile with larger --decode-batches")
+
+    def _prefill_row(self, ids: torch.Tensor, want_hidden_all: bool):
+        """One row's real tokens [n] -> (logits [n or 1, V], row state (caches, conv, ssm))."""
+        c = self.config
+        n, M = int(ids.shape[0]), c.num_memory_tokens
+        cap = _round_up(M + n + PREFILL_RESERVE, CAP_ALIGN)
+        caches = [torch.zeros(s, dtype=self.cache_dtype) for s in self._cache_shapes(1, cap)]
+        ids32 = ids.to(torch.int32).contiguous()
+        positions = torch.arange(M, M + n, dtype=torch.int32)[None]
+        hidden, _, conv, ssm = self.fn["prefill"](
+            _tvm(ids32), _tvm(positions), *self.meta,
+            tvm_ffi.Array([_tvm(t) for t in caches]), self.weights)
+        logits = self.fn["logits_all" if want_hidden_all else "logits_last"](hidden, self.weights)
+        to_torch = torch.from_dlpack
+        return (to_torch(logits), caches, [to_torch(t) for t in conv], [to_torch(t) for t in ssm])
+
+    # ---- backend protocol --------------------------------------------------------------------
+    def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                want_cache: bool = True, last_only: bool = False):
+        """input_ids [b, n] (left-padded where attention_mask is 0) -> (logits [b, n, V] float32,
+        zero at pads, or [b, 1, V] with `last_only`; the DecodeState or None)."""
+        b, n = input_ids.shape
+        real = (torch.ones(b, n, dtype=torch.bool) if attention_mask is None
+                else attention_mask.bool())
+        bucket = self.bucket_for(b) if want_cache else b
+        out = torch.zeros(b, 1 if last_only else n, self.config.vocab_size)
+        rows = []
+        for r in range(b):
+            logits, caches, conv, ssm = self._prefill_row(input_ids[r][real[r]], not last_only)
+            if last_only:
+                out[r, 0] = logits[-1]
+            else:
+                out[r, n - logits.shape[0]:] = logits
+            if want_cache:
+                rows.append((int(real[r].sum()), caches, conv, ssm))
+        return out, (self._batch_state(rows, bucket) if want_cache else None)
+
+    def _batch_state(self, rows, bucket: int) -> DecodeState:
+        """Stack the rows' prefill states into one decode state of `bucket` rows."""
+        c, M = self.config, self.config.num_memory_tokens
+        if bucket == 1:  # the row state is the batch state: nothing to copy
+            n, caches, conv, ssm = rows[0]
+        else:
+            cap = max(r[1][i].shape[2] for r in rows for i, g in enumerate(self._global) if g) \
+                if any(self._global) else 0
+            caches = [torch.zeros(s, dtype=self.cache_dtype) for s in self._cache_shapes(bucket, cap)]
+            conv = [torch.zeros(bucket, *t.shape[1:]) for t in rows[0][2]]
+            ssm = [torch.zeros(bucket, *t.shape[1:]) for t in rows[0][3]]
+            for r, (_, row_caches, row_conv, row_ssm) in enumerate(rows):
+                for dst, src in zip(caches, row_caches):
+                    dst[r, :, :src.shape[2]] = src[0]
+                for dst, src in zip(conv + ssm, row_conv + row_ssm):
+                    dst[r] = src[0]
+        pos = torch.full((bucket,), M, dtype=torch.int32)  # idle rows: an empty prompt
+        pos[:len(rows)] = torch.tensor([M + r[0] for r in rows], dtype=torch.int32)
+        state = DecodeState(len(rows), bucket, caches, conv, ssm, pos,
+                            torch.zeros(bucket, dtype=torch.int32), _global=self._global)
+        state.bind()
+        return state
+
+    def _grow(self, state: DecodeState, needed: int) -> None:
+        """Reallocate the global caches with at least `needed` slots (doubling), copying them."""
+        cap = max(_round_up(needed, CAP_ALIGN), 2 * state.capacity)
+        for i, glob in enumerate(self._global):
+            if glob:
+                old = state.caches[i]
+                new = torch.zeros(*old.shape[:2], cap, old.shape[3], dtype=old.dtype)
+                new[:, :, :old.shape[2]] = old
+                state.caches[i] = new
+        state.bind()
+
+    def decode(self, state: DecodeState, token_ids: torch.Tensor) -> torch.Tensor:
+        """One step: token_ids [b] -> logits [b, V] float32; `state` advances in place."""
+        cap = state.capacity
+        if cap is not None and int(state.pos.max()) + 1 > cap:
+            self._grow(state, int(state.pos.max()) + 1)
+        state.ids[:state.batch] = token_ids.to(torch.int32)
+        logits, *_ = self.fn[f"decode_b{state.bucket}"](*state.args, self.weights)
+        state.pos += 1
+        return torch.from_dlpack(logits)[:state.batch]
+
+
+def cache_bytes_per_token(config: HymbaConfig, cache_dtype: str) -> int:
+    """Bytes a global (growing) cache adds per token, summed over owner layers, as allocated."""
+    return config.kv_cache_bytes_per_token(TORCH[cache_dtype].itemsize)
