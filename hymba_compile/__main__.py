@@ -1,4 +1,4 @@
-"""Command line: `python -m hymba_compile generate | info`.
+"""Command line: `python -m hymba_compile generate | compile | info | bench | train-demo`.
 
 Bad input exits with status 2 and one line `error: ...` on stderr, never a traceback.
 """
@@ -23,6 +23,16 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _batch_list(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(sorted({int(t) for t in text.replace(" ", "").split(",") if t}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected batch sizes like 1,2,4, got {text!r}") from None
+    if not sizes or sizes[0] < 1 or sizes[-1] > 8:
+        raise argparse.ArgumentTypeError(f"decode batch sizes must be in 1..8, got {text!r}")
+    return sizes
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line (and exit status 2)."""
 
@@ -40,14 +50,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help="checkpoint folder (official HF format), 'demo' (the shipped Shakespeare "
                             "model, default) or a random-weight preset: tiny, hymba-1.5b")
         p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
-                       help="weight/activation dtype (default: the checkpoint's torch_dtype)")
+                       help="weight dtype (default: the checkpoint's torch_dtype); the eager backend "
+                            "also computes in it, the tvm backend computes in float32")
+
+    def compiled_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
+        if backend:
+            p.add_argument("--backend", choices=["tvm", "eager"], default="tvm",
+                           help="tvm: the compiled program (default); eager: the PyTorch reference")
+        p.add_argument("--target", default="cpu",
+                       help="compile target: cpu (this host's CPU, default) or cpu:<mcpu>")
+        p.add_argument("--cache-dir", default=None,
+                       help="compiled-program cache folder (default $HYMBA_COMPILE_CACHE or "
+                            "~/.cache/hymba_compile)")
+        p.add_argument("--decode-batches", type=_batch_list, default=(1, 2, 4, 8),
+                       help="static decode batch sizes to compile, e.g. 1,4 (default 1,2,4,8)")
 
     gen = sub.add_parser("generate", help="generate text from a prompt, streaming it")
     model_args(gen)
     gen.add_argument("--prompt", default=None,
                      help="prompt text; for a model without tokenizer, token ids like '1 42 7'")
     gen.add_argument("--max-new-tokens", type=_non_negative_int, default=48)
-    gen.add_argument("--backend", choices=["eager"], default="eager")
+    compiled_args(gen)
     gen.add_argument("--seed", type=int, default=0, help="sampling seed (default 0: reproducible)")
     gen.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
     gen.add_argument("--top-k", type=int, default=40, help="sample from the k most likely tokens (default 40)")
@@ -55,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--greedy", action="store_true", help="greedy decoding instead of sampling")
     gen.add_argument("--chat", action="store_true", help="wrap the prompt in the Instruct chat template")
     gen.add_argument("--tokenizer", default=None, help="folder with tokenizer.json to use instead")
+
+    comp = sub.add_parser("compile", help="compile the model's program ahead of time into the cache")
+    model_args(comp)
+    compiled_args(comp, backend=False)
+    comp.add_argument("-o", "--out", default=None,
+                      help="cache folder to write into (same as --cache-dir)")
+    comp.add_argument("--force", action="store_true", help="rebuild even if a valid entry exists")
 
     train = sub.add_parser("train-demo", help="train the small Shakespeare Hymba shipped as the default")
     train.add_argument("--out", default="hymba-demo", help="output model folder (replaced atomically)")
@@ -73,6 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
     bk.add_argument("--json", default=None, help="write the results as a JSON list to this file")
     bk.add_argument("--only", nargs="*", default=None, help="run the cases whose name contains one of these")
     bk.add_argument("--repeat", type=_non_negative_int, default=7, help="timed batches per side (median)")
+
+    bm = bench_sub.add_parser("model", help="end-to-end decode and prefill vs eager and torch.compile")
+    bm.add_argument("--json", default=None, help="write the results as a JSON list to this file")
+    bm.add_argument("--model", default="hymba-1.5b", help="model or preset (default hymba-1.5b)")
+    bm.add_argument("--repeat", type=_non_negative_int, default=3,
+                    help="timed runs per measurement (median)")
+    bm.add_argument("--decode-steps", type=_non_negative_int, default=16,
+                    help="decode steps per timed run")
+    bm.add_argument("--prefill-tokens", type=_non_negative_int, default=1024)
+    bm.add_argument("--no-torch-compile", action="store_true", help="skip the torch.compile rows")
+    bm.add_argument("--cache-dir", default=None, help="compiled-program cache folder")
 
     info = sub.add_parser("info", help="print the config, layer plan, parameter count, cache size")
     model_args(info)
@@ -108,7 +149,8 @@ def cmd_generate(args) -> int:
 
     from . import load
 
-    model = load(args.model, backend=args.backend, dtype=args.dtype, tokenizer=args.tokenizer)
+    model = load(args.model, backend=args.backend, dtype=args.dtype, tokenizer=args.tokenizer,
+                 target=args.target, cache_dir=args.cache_dir, decode_batches=args.decode_batches)
     ids = _prompt_ids(model, args)
     tok = model.tokenizer
     out = sys.stdout
@@ -172,6 +214,28 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_compile(args) -> int:
+    from .artifacts import ensure_compiled
+    from .errors import HymbaError
+    from .model import load_config, resolve_dtype
+    from .program import ProgramSpec
+
+    config, _ = load_config(args.model)
+    dtype = str(resolve_dtype(args.dtype, config)).replace("torch.", "")
+    if args.target != "cpu" and not args.target.startswith("cpu:"):
+        raise HymbaError(f"target {args.target!r}: the whole-model program compiles for the CPU only "
+                         "for now; 17 kernels (attention, scan, cache writes) have no GPU schedule yet "
+                         "(tests/kernels/test_cuda_codegen.py lists them)")
+    try:
+        spec = ProgramSpec(config, dtype, args.decode_batches)
+    except ValueError as e:
+        raise HymbaError(str(e)) from None
+    artifact = ensure_compiled(spec, args.target, args.out or args.cache_dir, force=args.force)
+    state = f"compiled in {artifact.compile_s:.1f} s" if artifact.built_now else "already cached"
+    print(f"{artifact.library} ({state}; key {artifact.key})")
+    return 0
+
+
 def cmd_train_demo(args) -> int:
     import tempfile
     from pathlib import Path
@@ -205,6 +269,12 @@ def cmd_bench(args) -> int:
             from .errors import InputError
 
             raise InputError(f"no benchmark case matches {args.only}")
+    elif args.what == "model":
+        from .bench import model as model_bench
+
+        model_bench.run(args.model, repeat=max(args.repeat, 1), decode_steps=max(args.decode_steps, 1),
+                        prefill_tokens=max(args.prefill_tokens, 1), json_out=args.json,
+                        torch_compile=not args.no_torch_compile, cache_dir=args.cache_dir)
     return 0
 
 
@@ -213,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        commands = {"generate": cmd_generate, "info": cmd_info, "train-demo": cmd_train_demo,
-                    "bench": cmd_bench}
+        commands = {"generate": cmd_generate, "compile": cmd_compile, "info": cmd_info,
+                    "train-demo": cmd_train_demo, "bench": cmd_bench}
         return commands[args.command](args)
     except HymbaError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,6 +1,7 @@
 """Sampling and the generation loop, shared by every backend.
 
-A backend provides `prefill(input_ids, attention_mask) -> (logits [b, n, vocab], state)` and
+A backend provides `prefill(input_ids, attention_mask, want_cache, last_only) -> (logits [b, n, vocab]
+(or [b, 1, vocab] with last_only), state)` and
 `decode(state, token_ids [b]) -> logits [b, vocab]` (state updated in place).
 """
 
@@ -18,7 +19,7 @@ from .errors import InputError
 
 class Backend(Protocol):
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
-                want_cache: bool = True) -> tuple[torch.Tensor, object]: ...
+                want_cache: bool = True, last_only: bool = False) -> tuple[torch.Tensor, object]: ...
 
     def decode(self, state: object, token_ids: torch.Tensor) -> torch.Tensor: ...
 
@@ -100,7 +101,7 @@ def generate_tokens(backend: Backend, input_ids: torch.Tensor, attention_mask: t
     if max_new_tokens == 0:
         return input_ids.clone()
     t0 = time.perf_counter()
-    logits, state = backend.prefill(input_ids, attention_mask)
+    logits, state = backend.prefill(input_ids, attention_mask, last_only=True)
     stats.prefill_s = time.perf_counter() - t0
     step_logits = logits[:, -1]
     eos = torch.tensor(eos_ids, dtype=torch.long)

@@ -14,7 +14,7 @@ from .reference import HymbaReference
 from .tokenizer import HymbaTokenizer
 from .weights import load_parameters, random_parameters
 
-BACKENDS = ("eager",)
+BACKENDS = ("tvm", "eager")  # tvm: the compiled program (default); eager: the reference
 DEMO_NAME = "demo"
 DEMO_DIR = Path(__file__).resolve().parent / "demo_model"  # trained by `train-demo`, shipped
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
@@ -130,13 +130,19 @@ def load_config(path_or_preset: str | os.PathLike) -> tuple[HymbaConfig, Path | 
                              f"nor a preset ({', '.join([DEMO_NAME, *PRESETS])})")
 
 
-def load(path_or_preset: str | os.PathLike, backend: str = "eager",
+def load(path_or_preset: str | os.PathLike, backend: str = "tvm",
          dtype: str | torch.dtype | None = None, seed: int = 0,
-         tokenizer: str | os.PathLike | None = None) -> HymbaModel:
+         tokenizer: str | os.PathLike | None = None, target: str = "cpu",
+         cache_dir: str | os.PathLike | None = None,
+         decode_batches: tuple[int, ...] | None = None, progress: bool = True) -> HymbaModel:
     """Load a checkpoint folder (official HF format) or build a preset with seeded random weights.
 
-    dtype: "float32" | "bfloat16" (default: the checkpoint's torch_dtype). tokenizer: a folder
+    backend: "tvm" (compiled for `target`, the executable cached under `cache_dir`, see
+    `artifacts.py`; compiled on first use with a progress bar unless `progress=False`) or
+    "eager" (the PyTorch reference). dtype: "float32" | "bfloat16" (default: the checkpoint's
+    torch_dtype); with "tvm" it is the weight dtype, activations being float32. tokenizer: a folder
     with tokenizer.json to use instead of the checkpoint's own (presets have none).
+    decode_batches: the static decode batch sizes compiled (default 1, 2, 4, 8).
     """
     if backend not in BACKENDS:
         raise HymbaError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
@@ -158,4 +164,31 @@ def load(path_or_preset: str | os.PathLike, backend: str = "eager",
     if tok is not None and tok.vocab_size > config.vocab_size:
         raise ModelNotFoundError(f"the tokenizer has {tok.vocab_size} tokens but the model's vocabulary "
                                  f"has {config.vocab_size}: they do not belong together")
-    return HymbaModel(config, HymbaReference(config, params), tok, source, torch_dtype)
+    if backend == "eager":
+        runner = HymbaReference(config, params)
+    else:
+        runner = compiled_backend(config, params, torch_dtype, target, cache_dir, decode_batches,
+                                  progress)
+    return HymbaModel(config, runner, tok, source, torch_dtype)
+
+
+def compiled_backend(config: HymbaConfig, params: dict[str, torch.Tensor], dtype: torch.dtype,
+                     target: str = "cpu", cache_dir=None, decode_batches=None, progress: bool = True):
+    """The `tvm` backend: the cached (or freshly compiled) program with these weights bound."""
+    from .artifacts import ensure_compiled, load_executable  # noqa: PLC0415 - tvm is heavy
+    from .program import ProgramSpec  # noqa: PLC0415
+    from .runtime import CompiledRuntime  # noqa: PLC0415
+
+    if target != "cpu" and not target.startswith("cpu:"):
+        raise HymbaError(f"the tvm backend runs on the CPU only for now (target {target!r}): the "
+                         "attention, scan and cache kernels have no GPU schedules yet; "
+                         "`python -m hymba_compile compile --target cuda:sm_XX` is refused likewise")
+    name = "bfloat16" if dtype == torch.bfloat16 else "float32"
+    try:
+        spec = ProgramSpec(config, name, tuple(decode_batches or (1, 2, 4, 8)))
+    except ValueError as e:
+        raise HymbaError(str(e)) from None
+    artifact = ensure_compiled(spec, target, cache_dir, progress=progress)
+    runtime = CompiledRuntime(load_executable(artifact), spec, params)
+    runtime.artifact = artifact
+    return runtime

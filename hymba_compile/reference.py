@@ -342,9 +342,11 @@ class HymbaReference:
         return torch.stack(rows), valid_t, positions, real
 
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                want_cache: bool = True) -> tuple[torch.Tensor, ReferenceCache | None]:
+                want_cache: bool = True,
+                last_only: bool = False) -> tuple[torch.Tensor, ReferenceCache | None]:
         """Prompt forward [§3]: input_ids [b, n] (left-padded where attention_mask has zeros)
-        -> (logits [b, n, vocab] float32, zero at pad positions; the decode cache)."""
+        -> (logits [b, n, vocab] float32, zero at pad positions, or only the last position's
+        [b, 1, vocab] with `last_only`; the decode cache)."""
         c = self.config
         h, valid, pos, real = self._pack(input_ids, attention_mask)
         b, t, _ = h.shape
@@ -382,7 +384,7 @@ class HymbaReference:
             cache = ReferenceCache(keys, values, pos, valid, conv_states, ssm_states,
                                    next_pos=pos[:, -1] + 1)
         assert logits.shape[1] == n
-        return logits, cache
+        return (logits[:, -1:] if last_only else logits), cache
 
     def _round_state(self, state: torch.Tensor) -> torch.Tensor:
         if self.official_state_rounding:

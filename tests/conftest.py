@@ -16,3 +16,15 @@ needs_fixture = pytest.mark.skipif(
 needs_official_config = pytest.mark.skipif(
     not (OFFICIAL_CONFIG_DIR / "config.json").is_file(),
     reason=f"official Hymba-1.5B config not found at {OFFICIAL_CONFIG_DIR} (set HYMBA_SHARED)")
+
+
+def pytest_configure(config):
+    """Compiled programs go to a cache folder of this test session (unless HYMBA_COMPILE_CACHE is
+    set), so tests never depend on, or write into, the user's cache."""
+    import shutil
+    import tempfile
+
+    if not os.environ.get("HYMBA_COMPILE_CACHE"):
+        folder = tempfile.mkdtemp(prefix="hymba-test-cache-")
+        os.environ["HYMBA_COMPILE_CACHE"] = folder
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))

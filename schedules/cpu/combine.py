@@ -28,9 +28,13 @@ def row_sum_block(sch: s_tir.Schedule, block, lanes: int = 16, at=None):
     k_ext = _extent(sch, k)
     if at is not None:
         lanes = pick_lanes(k_ext, lanes) if k_ext is not None else lanes
-        if k_ext is None or k_ext % lanes:
+        # a row of one vector or less: the split's outer loop has extent 1 and compute_at drops
+        # it, so there is nothing to reorder; such a row stays a scalar reduction
+        if k_ext is None or k_ext % lanes or k_ext <= lanes:
             sch.compute_at(block, at)
             return None
+    elif k_ext is not None and k_ext <= lanes:
+        return None
     sch.split(k, [None, lanes])
     rf = sch.rfactor(sch.get_loops(block)[-1], factor_axis=1)
     if at is not None:

@@ -29,7 +29,7 @@ DTYPES = st.sampled_from(["float32", "bfloat16"])
 EPS = 1e-6
 # (d_model, d_ff) and (d_inner, d_model): multiples of the vector width and odd sizes
 FFN_SHAPES = st.sampled_from([(64, 96), (40, 37), (37, 24)])
-MIX_SHAPES = st.sampled_from([(64, 32), (100, 37), (33, 20)])
+MIX_SHAPES = st.sampled_from([(64, 32), (100, 37), (33, 20), (16, 8)])  # (16, 8): one vector per row
 
 
 def _weight(g, n: int, k: int, dtype: str) -> torch.Tensor:
