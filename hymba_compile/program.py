@@ -31,6 +31,7 @@ from tvm import relax, tirx
 
 from ir import attention as A
 from ir import combine, conv, embed, linear, norm, scan
+from ir.common import KERNEL_ATTR
 from schedules import apply_schedule
 
 from .config import GLOBAL, HymbaConfig
@@ -79,7 +80,7 @@ class _Kernels:
     def __call__(self, func: tirx.PrimFunc) -> relax.GlobalVar:
         symbol = str(func.attrs["global_symbol"])
         if symbol not in self.gvars:
-            family = str(func.attrs["hymba.kernel"])
+            family = str(func.attrs[KERNEL_ATTR])
             variant = self.variants.get(family)
             scheduled = apply_schedule(func, self.target, variant)["main"]
             scheduled = scheduled.with_attr({"tirx.is_scheduled": True, "global_symbol": symbol})

@@ -52,6 +52,7 @@ class DecodeState:
     ssm: list[torch.Tensor]
     pos: torch.Tensor  # [bucket] int32
     ids: torch.Tensor  # [bucket] int32, the tokens of the step
+    global_mask: list[bool] = field(default_factory=list)  # per cache tensor: a global layer's
     args: tuple = field(default=())  # the tvm views passed to decode, rebuilt after growth
 
     def bind(self) -> None:
@@ -62,14 +63,14 @@ class DecodeState:
     @property
     def capacity(self) -> int | None:
         """Slots of the global caches (None without global layers)."""
-        caps = [t.shape[2] for t, glob in zip(self.caches, self._global) if glob]
+        caps = [t.shape[2] for t, glob in zip(self.caches, self.global_mask) if glob]
         return caps[0] if caps else None
-
-    _global: list[bool] = field(default_factory=list)
 
 
 class CompiledRuntime:
     """A loaded executable with its weights bound: the `tvm` backend."""
+
+    artifact = None  # the cache entry it was loaded from (set by `model.compiled_backend`)
 
     def __init__(self, executable: tvm.runtime.Module, spec: ProgramSpec,
                  params: dict[str, torch.Tensor]):
@@ -159,7 +160,7 @@ class CompiledRuntime:
         pos = torch.full((bucket,), M, dtype=torch.int32)  # idle rows: an empty prompt
         pos[:len(rows)] = torch.tensor([M + r[0] for r in rows], dtype=torch.int32)
         state = DecodeState(len(rows), bucket, caches, conv, ssm, pos,
-                            torch.zeros(bucket, dtype=torch.int32), _global=self._global)
+                            torch.zeros(bucket, dtype=torch.int32), self._global)
         state.bind()
         return state
 

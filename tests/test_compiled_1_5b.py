@@ -3,12 +3,13 @@ backend against the eager reference on the same weights (float32 math on the upc
 weights, which is what our float32 activations compute).
 
 Prompts: 300 tokens (inside the 1,024 window) and 1,300 tokens (past the window, so decode
-runs on the wrapped ring with the official W - 1 truncation). Bounds, both measured at about a
-tenth of them (closing note of issue 5):
-- prefill: float32 on both sides, different reduction orders over 32 layers: 1e-2 max abs on
-  logits of magnitude ~5 at these random weights;
-- decode: as prefill plus the caches, which hold bf16 K/V (the reference keeps them in fp32,
-  one bf16 rounding, 2^-9 relative, per cached key and value): 5e-2. Greedy ids identical.
+runs on the wrapped ring with the official W - 1 truncation). Bounds (measured values in the
+closing note of issue 5):
+- prefill: float32 on both sides, different reduction orders over 32 layers: the issue's 1e-3
+  max abs on logits of magnitude ~4 (measured 8.5e-6 and 9.9e-6);
+- decode: as prefill plus the caches, which hold bf16 K/V (the reference keeps them in fp32;
+  one bf16 rounding, 2^-9 relative, per cached key and value): 5e-2 (measured 0.006-0.011).
+  Greedy ids identical.
 """
 
 import pytest
@@ -20,7 +21,7 @@ from hymba_compile.reference import HymbaReference
 from hymba_compile.weights import random_parameters
 
 pytestmark = pytest.mark.slow
-PREFILL_ATOL, DECODE_ATOL = 1e-2, 5e-2
+PREFILL_ATOL, DECODE_ATOL = 1e-3, 5e-2
 
 
 @pytest.fixture(scope="module")
