@@ -47,6 +47,11 @@ def test_hymba_1_5b_compiled_matches_reference(sides, prompt_len):
         assert err <= PREFILL_ATOL
         tok = want[:, -1].argmax(-1)
         assert got[:, -1].argmax(-1).tolist() == tok.tolist()
+        # K/V storage: 17 owner layers only, 1,920 bytes per token slot each (spec)
+        owners = [p for p in config.layer_plan() if p.owns_kv]
+        assert len(owners) == 17 and len(state.caches) == 2 * 17
+        for k, v in zip(state.caches[::2], state.caches[1::2]):
+            assert (k[0, :, 0].numel() + v[0, :, 0].numel()) * k.element_size() == 1920
         for step in range(6):
             got, want = compiled.decode(state, tok), reference.decode(ref_state, tok)
             err = (got - want).abs().max().item()

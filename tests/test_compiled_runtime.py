@@ -138,3 +138,14 @@ def test_bf16_weights_follow_float32_math_on_the_same_weights():
         got, want = compiled.decode(state, tok), reference.decode(ref_state, tok)
         assert (got - want).abs().max().item() <= 2e-2
         tok = want.argmax(-1)
+
+
+def test_batch_beyond_the_compiled_buckets_is_refused_with_the_reason(tiny):
+    import hymba_compile
+    from hymba_compile.errors import InputError
+
+    config, params, compiled, _ = tiny
+    model = hymba_compile.model.HymbaModel(config, compiled, None, "tiny", torch.float32)
+    with pytest.raises(InputError, match="largest compiled decode batch"):
+        model.generate(torch.ones(5, 4, dtype=torch.long), max_new_tokens=2)
+    assert model.logits(torch.ones(5, 4, dtype=torch.long)).shape == (5, 4, config.vocab_size)
