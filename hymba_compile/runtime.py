@@ -24,7 +24,7 @@ import tvm
 import tvm_ffi
 from tvm import relax
 
-from .config import GLOBAL, HymbaConfig
+from .config import GLOBAL
 from .errors import InputError
 from .program import ProgramSpec, owner_layers
 from .program_weights import TORCH, program_weights
@@ -87,6 +87,13 @@ class CompiledRuntime:
         # the meta-token prefix: K/V of every owner layer, conv and SSM state after it
         meta_k, meta_v, conv, ssm = self.fn["prefix"](self.weights)
         self.meta = (meta_k, meta_v, conv, ssm)
+
+    @property
+    def decode_weight_bytes(self) -> int:
+        """Weight bytes a decode step reads: every program weight but the meta tokens (the tied
+        embedding is read whole by the lm_head GEMV)."""
+        meta = self.config.num_memory_tokens * self.config.hidden_size * 4
+        return sum(t.numel() * t.element_size() for t in self._weights_torch) - meta
 
     # ---- helpers -----------------------------------------------------------------------------
     def _cache_shapes(self, batch: int, cap: int) -> list[tuple[int, ...]]:
@@ -185,7 +192,3 @@ class CompiledRuntime:
         state.pos += 1
         return torch.from_dlpack(logits)[:state.batch]
 
-
-def cache_bytes_per_token(config: HymbaConfig, cache_dtype: str) -> int:
-    """Bytes a global (growing) cache adds per token, summed over owner layers, as allocated."""
-    return config.kv_cache_bytes_per_token(TORCH[cache_dtype].itemsize)

@@ -198,8 +198,7 @@ def _run_dtypes(config, model, cache, peak, repeat, decode_steps, prefill_tokens
             backend = compiled_backend(config, params, dtype, cache_dir=cache,
                                        decode_batches=BATCHES, progress=False)
             emit({"metric": "warm_load_s", "value": round(time.perf_counter() - t0, 2)})
-        weight_bytes = sum(t.numel() * t.element_size() for t in backend._weights_torch) \
-            - config.num_memory_tokens * config.hidden_size * 4
+        weight_bytes = backend.decode_weight_bytes
         reference = HymbaReference(config, params)
         sides = [("tvm", backend), ("eager", reference)]
         if torch_compile:
