@@ -148,17 +148,21 @@ class _Builder:
         return q + (kv if plan.owns_kv else 0)
 
 
-def _ring_shape(c: HymbaConfig, b, dim):
-    return (b, c.num_key_value_heads, c.num_memory_tokens + c.sliding_window, dim)
-
-
-def _global_shape(c: HymbaConfig, b, cap, dim):
-    return (b, c.num_key_value_heads, cap, dim)
-
-
 def owner_layers(c: HymbaConfig) -> list:
     """The layers that own K/V (consumers read their producer's), in order."""
     return [p for p in c.layer_plan() if p.owns_kv]
+
+
+def cache_shapes(c: HymbaConfig, batch, cap) -> list[tuple]:
+    """Shapes of the k and v caches of every owner layer, in owner order: the ring
+    [batch, KV, M + W, d] for sliding-window layers, [batch, KV, cap, d] for global ones.
+    The program's cache arguments and the runtime's allocations both come from here."""
+    shapes = []
+    for p in owner_layers(c):
+        slots = cap if p.attention == GLOBAL else c.num_memory_tokens + c.sliding_window
+        shapes += [(batch, c.num_key_value_heads, slots, c.qk_head_dim),
+                   (batch, c.num_key_value_heads, slots, c.v_dim)]
+    return shapes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,14 +291,10 @@ def _add_prefix(kernels: _Kernels, spec: ProgramSpec) -> None:
 
 
 def _cache_vars(c: HymbaConfig, spec: ProgramSpec, batch, cap) -> list[relax.Var]:
-    """k and v cache variables for every owner layer, in owner order."""
-    out = []
-    for p in owner_layers(c):
-        for name, dim in (("k", c.qk_head_dim), ("v", c.v_dim)):
-            shape = (_global_shape(c, batch, cap, dim) if p.attention == GLOBAL
-                     else _ring_shape(c, batch, dim))
-            out.append(relax.Var(f"{name}_cache_{p.index}", _tensor(shape, spec.cache_dtype)))
-    return out
+    """k and v cache variables for every owner layer, in owner order (`cache_shapes`)."""
+    names = [f"{kv}_cache_{p.index}" for p in owner_layers(c) for kv in ("k", "v")]
+    return [relax.Var(name, _tensor(shape, spec.cache_dtype))
+            for name, shape in zip(names, cache_shapes(c, batch, cap))]
 
 
 def _add_prefill(kernels: _Kernels, spec: ProgramSpec) -> None:

@@ -26,7 +26,7 @@ from tvm import relax
 
 from .config import GLOBAL
 from .errors import InputError
-from .program import ProgramSpec, owner_layers
+from .program import ProgramSpec, cache_shapes, owner_layers
 from .program_weights import TORCH, program_weights
 
 CAP_ALIGN = 64  # global cache capacities are multiples of this many slots
@@ -96,15 +96,6 @@ class CompiledRuntime:
         return sum(t.numel() * t.element_size() for t in self._weights_torch) - meta
 
     # ---- helpers -----------------------------------------------------------------------------
-    def _cache_shapes(self, batch: int, cap: int) -> list[tuple[int, ...]]:
-        c = self.config
-        shapes = []
-        for p in self.owners:
-            slots = cap if p.attention == GLOBAL else c.num_memory_tokens + c.sliding_window
-            shapes += [(batch, c.num_key_value_heads, slots, c.qk_head_dim),
-                       (batch, c.num_key_value_heads, slots, c.v_dim)]
-        return shapes
-
     def bucket_for(self, batch: int) -> int:
         for b in sorted(self.spec.decode_batches):
             if b >= batch:
@@ -117,7 +108,7 @@ class CompiledRuntime:
         c = self.config
         n, M = int(ids.shape[0]), c.num_memory_tokens
         cap = _round_up(M + n + PREFILL_RESERVE, CAP_ALIGN)
-        caches = [torch.zeros(s, dtype=self.cache_dtype) for s in self._cache_shapes(1, cap)]
+        caches = [torch.zeros(s, dtype=self.cache_dtype) for s in cache_shapes(self.config, 1, cap)]
         ids32 = ids.to(torch.int32).contiguous()
         positions = torch.arange(M, M + n, dtype=torch.int32)[None]
         hidden, _, conv, ssm = self.fn["prefill"](
@@ -156,7 +147,7 @@ class CompiledRuntime:
         else:
             cap = max(r[1][i].shape[2] for r in rows for i, g in enumerate(self._global) if g) \
                 if any(self._global) else 0
-            caches = [torch.zeros(s, dtype=self.cache_dtype) for s in self._cache_shapes(bucket, cap)]
+            caches = [torch.zeros(s, dtype=self.cache_dtype) for s in cache_shapes(self.config, bucket, cap)]
             conv = [torch.zeros(bucket, *t.shape[1:]) for t in rows[0][2]]
             ssm = [torch.zeros(bucket, *t.shape[1:]) for t in rows[0][3]]
             for r, (_, row_caches, row_conv, row_ssm) in enumerate(rows):
