@@ -82,6 +82,7 @@ from tvm.script import tirx as T
 from .common import check_dtype, finish
 from .fastmath import exp_f32, round_to_bf16
 
+KEY_WALK_ATTR = "hymba.key_walk"  # attention_prefill's key_walk, for schedules to check
 NEG = -3.0e38  # masked score: finite so that max/exp never see inf - inf
 NEG_HALF = NEG * 0.5
 
@@ -209,7 +210,8 @@ def _check_heads(num_heads: int, num_kv_heads: int) -> int:
 
 def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int, v_dim: int,
                       window: int | None, num_meta: int = 0, dtype: str = "float32",
-                      block_q: int = 64, block_k: int = 64) -> tirx.PrimFunc:
+                      block_q: int = 64, block_k: int = 64,
+                      key_walk: str = "branch") -> tirx.PrimFunc:
     """Flash attention at prefill: (q [B, H, Sq, DQ], k [B, KV, S, DQ], v [B, KV, S, DV],
     pads [B] int32) -> out [B, Sq, H*DV], S and Sq <= S symbolic. The queries are the last Sq of
     the S packed tokens (query i is packed index S - Sq + i): Sq = S is a whole prefill, Sq < S a
@@ -217,7 +219,14 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
 
     window = W: Hymba sliding-window mask (i - j <= W, meta tokens always visible); window =
     None: global causal (num_meta is then irrelevant). block_q / block_k: the query rows and keys
-    of one online-softmax step; the key blocks visited are those with a visible key."""
+    of one online-softmax step; the key blocks visited are those with a visible key.
+
+    key_walk: how the visited key blocks are found (same blocks, same order, same result):
+    "branch" loops over every block from the row's first real key to the query block's last and
+    skips the invisible ones with a branch, and masks only blocks not wholly visible (the CPU
+    form); "compact" loops over the visited blocks only (the meta blocks, then the window's) and
+    masks every block, so the loop body has no branch: the form for a GPU, where a branch around
+    shared-memory tiles would need barriers under a condition."""
     check_dtype(dtype)
     G = _check_heads(num_heads, num_kv_heads)
     B, H, KV, DQ, DV, M = batch, num_heads, num_kv_heads, qk_dim, v_dim, num_meta
@@ -226,6 +235,9 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
     W = int(window) if sliding else 0
     if sliding and W < 0:
         raise ValueError("window must be >= 0")
+    if key_walk not in ("branch", "compact"):
+        raise ValueError(f"key_walk must be 'branch' or 'compact', got {key_walk!r}")
+    compact = key_walk == "compact"
     scale = 1.0 / math.sqrt(DQ)
 
     # Index helpers (int64 block bounds; the per-element mask in int32 so that it vectorises
@@ -241,11 +253,27 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
         return S - Sq + T.min(vq * BQ + BQ, Sq)
 
     def block_visited(j0, i0, p):  # the key block holds a key visible to a query of the block
-        if not sliding:
+        if not sliding or compact:
             return tirx.const(True)
         return tirx.any(j0 < p + M, j0 + BK - 1 >= i0 - W)
 
+    def walk(p, i0, i1):
+        """(first and one-past-last loop step, block index of loop step tc). branch: every
+        block in [p // BK, (i1 - 1) // BK]. compact: of those, the meta blocks [t0, tm] and then
+        the window's [tw, te], where block t holds a key within the window of query i0 iff
+        t >= floor((i0 - W) / BK): exactly the blocks `block_visited` accepts, in order."""
+        t0, te = p // BK, (i1 - 1) // BK
+        if not compact or not sliding:
+            return t0, te + 1, lambda tc: tc
+        tm = T.min((p + M - 1) // BK, te)
+        nm = T.max(tm - t0 + 1, T.int64(0))
+        tw = T.max(T.max(T.floordiv(i0 - W, BK), tm + 1), t0)
+        nw = T.max(te - tw + 1, T.int64(0))
+        return T.int64(0), nm + nw, lambda tc: T.Select(tc < nm, t0 + tc, tw + tc - nm)
+
     def block_full(j0, i0, i1, p):  # every key of the block is visible to every query
+        if compact:  # mask every block (no branch)
+            return tirx.const(False)
         causal = tirx.all(j0 >= p, j0 + BK - 1 <= i0)
         if not sliding:
             return causal
@@ -256,6 +284,12 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
         if not sliding:
             return causal
         return tirx.all(causal, tirx.any(i - j <= W, j < p + M))
+
+    def steps(pads, vb, vq, S, Sq):  # the key loop's range for query block vq of row vb
+        return walk(row_start(pads, vb), S - Sq + vq * BQ, block_end(vq, S, Sq))[:2]
+
+    def blk(tc, pads, vb, vq, S, Sq):  # key block of loop step tc (an expression, no Let)
+        return walk(row_start(pads, vb), S - Sq + vq * BQ, block_end(vq, S, Sq))[2](tc)
 
     @T.prim_func(s_tir=True)
     def prefill(q_h: T.handle, k_h: T.handle, v_h: T.handle, pads_h: T.handle, out_h: T.handle):
@@ -289,27 +323,30 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
                     with T.sblock("load_q"):
                         qs[d, ii] = T.float32(scale) * T.Cast(
                             "float32", q[vb, vh, T.min(vq * BQ + ii, Sq - 1), d])
-                # key blocks from the row's first real token to the block's last query
-                for t in range(row_start(pads, vb) // BK, (block_end(vq, S, Sq) - 1) // BK + 1):
-                    if block_visited(t * BK, S - Sq + vq * BQ, row_start(pads, vb)):
+                # the key blocks holding a key visible to the block's queries (`walk`)
+                for tc in range(steps(pads, vb, vq, S, Sq)[0], steps(pads, vb, vq, S, Sq)[1]):
+                    if block_visited(blk(tc, pads, vb, vq, S, Sq) * BK, S - Sq + vq * BQ,
+                                     row_start(pads, vb)):
                         for jj, d in T.grid(BK, DQ):
                             with T.sblock("load_k"):
-                                kt[jj, d] = T.Cast("float32", k[vb, vh // G, key(t, jj, S), d])
+                                kt[jj, d] = T.Cast("float32", k[vb, vh // G,
+                                                                key(blk(tc, pads, vb, vq, S, Sq), jj, S), d])
                         for jj, e in T.grid(BK, DV):
                             with T.sblock("load_v"):
-                                vt[jj, e] = T.Cast("float32", v[vb, vh // G, key(t, jj, S), e])
+                                vt[jj, e] = T.Cast("float32", v[vb, vh // G,
+                                                                key(blk(tc, pads, vb, vq, S, Sq), jj, S), e])
                         for jj, ii in T.grid(BK, BQ):
                             with T.sblock("score_init"):
                                 sc[jj, ii] = T.float32(0)
                         for jj, d, ii in T.grid(BK, DQ, BQ):
                             with T.sblock("score"):
                                 sc[jj, ii] = sc[jj, ii] + kt[jj, d] * qs[d, ii]
-                        if not block_full(t * BK, S - Sq + vq * BQ, block_end(vq, S, Sq),
-                                          row_start(pads, vb)):
+                        if not block_full(blk(tc, pads, vb, vq, S, Sq) * BK, S - Sq + vq * BQ,
+                                          block_end(vq, S, Sq), row_start(pads, vb)):
                             for jj, ii in T.grid(BK, BQ):
                                 with T.sblock("mask"):
                                     sc[jj, ii] = T.Select(
-                                        visible(T.Cast("int32", t * BK) + jj,
+                                        visible(T.Cast("int32", blk(tc, pads, vb, vq, S, Sq) * BK) + jj,
                                                 T.Cast("int32", S - Sq + vq * BQ) + ii, pads[vb]),
                                         sc[jj, ii], T.float32(NEG))
                         for ii in range(BQ):
@@ -343,8 +380,10 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
                                 sm[ii] > T.float32(0), acc[ii, e] / sm[ii], T.float32(0)))
 
     kind = f"sw{W}_m{M}" if sliding else "global"
-    return finish(prefill, "attention_prefill",
-                  f"attention_prefill_{kind}_b{B}_h{H}x{KV}_d{DQ}x{DV}_q{BQ}k{BK}_{dtype}")
+    walk_tag = "_compact" if compact else ""
+    func = finish(prefill, "attention_prefill",
+                  f"attention_prefill_{kind}_b{B}_h{H}x{KV}_d{DQ}x{DV}_q{BQ}k{BK}{walk_tag}_{dtype}")
+    return func.with_attr(KEY_WALK_ATTR, key_walk)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,13 +1,18 @@
-"""Which schedule rule runs a kernel family on a target, by variant name.
+"""Which schedule rule runs a kernel family on a target, by variant name and target kind.
 
-CPU rules live in `schedules/cpu/` and register here with `@cpu_rule(family, variant)`; the first
-registered variant of a family is its default. Every family also has the variant "unscheduled"
-(the IR as written, for checking rules against). CUDA uses TVM's dlight GPU rules.
+Rules live in `schedules/<kind>/<family>.py` (kinds: "cpu" for LLVM, "cuda") and register here with
+`@rule(family, variant, kind, archs=...)` (or the shorthands `cpu_rule` / `cuda_rule`). A rule is
+`apply(func, target) -> s_tir.Schedule | None`; None means "does not apply to this function" and
+the next registered variant is tried. The first registered variant of a family on a kind is its
+default. On CUDA, a family whose rules all decline falls through to TVM's dlight GPU rules
+(variant "dlight"). Every family also has the variant "unscheduled" (the IR as written, for
+checking rules against).
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import Callable
 
 import tvm
@@ -16,33 +21,67 @@ from tvm.s_tir import dlight as dl
 
 from ir.common import KERNEL_ATTR
 
-from .target import is_cpu
+from .target import arch_number, is_cpu, target_kind
 
 Rule = Callable[[tvm.tirx.PrimFunc, tvm.target.Target], "s_tir.Schedule | None"]
 UNSCHEDULED = "unscheduled"
-_CPU_RULES: dict[str, dict[str, Rule]] = {}
-_CPU_MODULES = ("norm", "linear", "conv", "scan", "attention", "combine", "embed")
-_loaded = False
+DLIGHT = "dlight"
+FAMILY_MODULES = ("norm", "linear", "conv", "scan", "attention", "combine", "embed")
+KINDS = ("cpu", "cuda")
 
 
-def cpu_rule(family: str, variant: str):
-    """Decorator registering `apply(func, target) -> Schedule | None` for a family/variant."""
+@dataclass(frozen=True)
+class RuleEntry:
+    """A registered rule with the architectures it serves (None: every one of its kind)."""
+
+    fn: Rule
+    min_arch: int | None = None  # e.g. 80 for sm_80 and newer
+    max_arch: int | None = None
+
+    def serves(self, target: tvm.target.Target) -> bool:
+        arch = arch_number(target)
+        if arch is None:
+            return True
+        return (self.min_arch is None or arch >= self.min_arch) and \
+            (self.max_arch is None or arch <= self.max_arch)
+
+
+_RULES: dict[str, dict[str, dict[str, RuleEntry]]] = {kind: {} for kind in KINDS}
+_loaded: set[str] = set()
+
+
+def rule(family: str, variant: str, kind: str, min_arch: int | None = None,
+         max_arch: int | None = None):
+    """Decorator registering `apply(func, target) -> Schedule | None` for family/variant on a
+    target kind, optionally only for architectures [min_arch, max_arch] (sm numbers)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown target kind {kind!r}; expected one of {KINDS}")
+
     def register(fn: Rule) -> Rule:
-        _CPU_RULES.setdefault(family, {})[variant] = fn
+        _RULES[kind].setdefault(family, {})[variant] = RuleEntry(fn, min_arch, max_arch)
         return fn
     return register
 
 
-def _load_rules() -> None:
-    global _loaded
-    if not _loaded:
-        for name in _CPU_MODULES:
-            try:
-                importlib.import_module(f"schedules.cpu.{name}")
-            except ModuleNotFoundError as e:
-                if e.name != f"schedules.cpu.{name}":
-                    raise
-        _loaded = True
+def cpu_rule(family: str, variant: str):
+    return rule(family, variant, "cpu")
+
+
+def cuda_rule(family: str, variant: str, min_arch: int | None = None,
+              max_arch: int | None = None):
+    return rule(family, variant, "cuda", min_arch, max_arch)
+
+
+def _load_rules(kind: str) -> None:
+    if kind in _loaded:
+        return
+    for name in FAMILY_MODULES:
+        try:
+            importlib.import_module(f"schedules.{kind}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"schedules.{kind}.{name}":
+                raise
+    _loaded.add(kind)
 
 
 def family_of(func: tvm.tirx.PrimFunc) -> str:
@@ -51,33 +90,62 @@ def family_of(func: tvm.tirx.PrimFunc) -> str:
     return str(func.attrs[KERNEL_ATTR])
 
 
+def registered(family: str, target: tvm.target.Target) -> dict[str, RuleEntry]:
+    """The family's own rules serving `target`, default first (no dlight / unscheduled)."""
+    kind = target_kind(target)
+    _load_rules(kind)
+    return {name: entry for name, entry in _RULES[kind].get(family, {}).items()
+            if entry.serves(target)}
+
+
 def variants(func_or_family, target: tvm.target.Target) -> list[str]:
     """Variant names available for a kernel (or family) on `target`, default first."""
     family = func_or_family if isinstance(func_or_family, str) else family_of(func_or_family)
+    names = list(registered(family, target))
     if not is_cpu(target):
-        return ["dlight", UNSCHEDULED]
-    _load_rules()
-    return [*_CPU_RULES.get(family, {}), UNSCHEDULED]
+        names.append(DLIGHT)
+    return [*names, UNSCHEDULED]
+
+
+def _dlight(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    with target:
+        return dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(),
+                                       dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
+                                       dl.gpu.Fallback())(mod)
+
+
+def schedule(func: tvm.tirx.PrimFunc, target: tvm.target.Target,
+             variant: str | None = None) -> tuple[tvm.IRModule, str]:
+    """(scheduled IRModule {"main": func}, the variant that produced it) for `target`.
+
+    Named variant: that rule, or an error naming the family if it does not apply. Default: the
+    first registered rule that applies; on CUDA dlight's rules if none does; on the CPU an error."""
+    family = family_of(func)
+    names = variants(family, target)
+    if variant is not None and variant not in names:
+        raise ValueError(f"no schedule variant {variant!r} for {family} on "
+                         f"{target_kind(target)}; available: {names}")
+    mod = tvm.IRModule({"main": func})
+    if variant == UNSCHEDULED:
+        return mod, UNSCHEDULED
+    if variant == DLIGHT:
+        return _dlight(mod, target), DLIGHT
+    rules = registered(family, target)
+    candidates = [variant] if variant is not None else list(rules)
+    for name in candidates:
+        sch = rules[name].fn(func, target)
+        if sch is not None:
+            return sch.mod, name
+    if variant is not None:
+        raise ValueError(f"schedule {family}/{variant} does not apply to this function "
+                         f"({func.attrs['global_symbol']})")
+    if not is_cpu(target):
+        return _dlight(mod, target), DLIGHT
+    raise ValueError(f"no CPU schedule of {family} applies to {func.attrs['global_symbol']}; "
+                     f"registered: {list(rules)}")
 
 
 def apply_schedule(func: tvm.tirx.PrimFunc, target: tvm.target.Target,
                    variant: str | None = None) -> tvm.IRModule:
     """A scheduled IRModule {"main": func} for `target` with the named (or default) variant."""
-    family = family_of(func)
-    names = variants(family, target)
-    variant = variant or names[0]
-    if variant not in names:
-        raise ValueError(f"no schedule variant {variant!r} for {family} on {target.kind.name}; "
-                         f"available: {names}")
-    mod = tvm.IRModule({"main": func})
-    if variant == UNSCHEDULED:
-        return mod
-    if not is_cpu(target):
-        with target:
-            return dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(),
-                                           dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
-                                           dl.gpu.Fallback())(mod)
-    sch = _CPU_RULES[family][variant](func, target)
-    if sch is None:
-        raise ValueError(f"schedule {family}/{variant} does not apply to this function")
-    return sch.mod
+    return schedule(func, target, variant)[0]

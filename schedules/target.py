@@ -7,6 +7,9 @@ import re
 import tvm
 from tvm.target import codegen
 
+# NVIDIA architectures the project compiles for (nvcc 13 refuses sm_70 and older).
+CUDA_ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
+
 
 def host_mcpu() -> str:
     """LLVM's name for this machine's CPU (e.g. znver4, sapphirerapids)."""
@@ -22,9 +25,28 @@ def named_target(name: str = "cpu") -> tvm.target.Target:
     match = re.fullmatch(r"cuda:(sm_\d+a?)", name)
     if match:
         return tvm.target.Target({"kind": "cuda", "arch": match.group(1),
-                                  "max_num_threads": 1024, "thread_warp_size": 32})
+                                  "max_num_threads": 1024, "thread_warp_size": 32,
+                                  "max_shared_memory_per_block": 49152})
     raise ValueError(f"unknown target {name!r}; use 'cpu', 'cpu:<mcpu>' or 'cuda:sm_XX'")
 
 
 def is_cpu(target: tvm.target.Target) -> bool:
     return target.kind.name == "llvm"
+
+
+def target_kind(target: tvm.target.Target) -> str:
+    """The project's name for a target's kind: "cpu" (llvm) or "cuda"."""
+    kind = target.kind.name
+    if kind == "llvm":
+        return "cpu"
+    if kind == "cuda":
+        return "cuda"
+    raise ValueError(f"target kind {kind!r} has no schedules here (cpu or cuda)")
+
+
+def arch_number(target: tvm.target.Target) -> int | None:
+    """90 for sm_90 / sm_90a, None for a target without an NVIDIA arch."""
+    if target.kind.name != "cuda" or "arch" not in target.attrs:
+        return None
+    match = re.fullmatch(r"sm_(\d+)a?", str(target.attrs["arch"]))
+    return int(match.group(1)) if match else None

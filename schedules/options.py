@@ -1,0 +1,71 @@
+"""The builders' knobs per target: tile sizes, key/query blocks, decode splits, scan tile, chunk
+and algorithm. One place, so that the program, the tests and the benches build a kernel for a
+target the way that target's schedules expect (builder defaults are the CPU's).
+
+CPU: the builders' defaults (measured on the CPU: ir/ docstrings). CUDA:
+- attention_prefill: 32 x 32 query/key tiles (the tiles of one step, q^T, k, v and the scores,
+  are 36 KiB of shared memory at head dims 64/128, under the 48 KiB static limit) and the
+  "compact" key walk (no branch around the shared tiles);
+- attention_decode: 16 key splits (batch 1 has KV x 16 = 80 blocks at Hymba size), 32-key blocks;
+- scans: a 32-channel tile (one warp per block: 100 blocks per row at d_inner 3200), and the
+  chunked algorithm for prefill (64-step chunks: L/64 times more blocks than the sequential scan).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import tvm
+
+from .target import target_kind
+
+# Which family each builder of ir/ makes (tests check this against the PrimFuncs' attribute).
+BUILDER_FAMILY = {
+    "rope_qkv": "rope",
+    "attention_prefill": "attention_prefill",
+    "attention_decode_sliding": "attention_decode",
+    "attention_decode_global": "attention_decode",
+    "kv_cache_write_sliding": "kv_cache_write",
+    "kv_cache_write_global": "kv_cache_write",
+    "kv_cache_fill_sliding": "kv_cache_fill",
+    "kv_cache_fill_global": "kv_cache_fill",
+    "selective_scan": "selective_scan",
+    "selective_scan_chunked": "selective_scan_chunked",
+    "selective_state_update": "selective_state_update",
+}
+
+_CUDA = {
+    "attention_prefill": {"block_q": 32, "block_k": 32, "key_walk": "compact"},
+    "attention_decode": {"splits": 16, "block_k": 32},
+    "selective_scan": {"tile": 32},
+    "selective_scan_chunked": {"tile": 32, "chunk": 64},
+    "selective_state_update": {"tile": 32},
+}
+
+
+def kernel_options(family: str, target: tvm.target.Target) -> dict:
+    """Keyword arguments for the builders of `family` on `target` ({} = builder defaults)."""
+    if target_kind(target) == "cuda":
+        return dict(_CUDA.get(family, {}))
+    return {}
+
+
+def scan_algorithm(target: tvm.target.Target) -> str:
+    """The prefill scan for `target`: "sequential" (CPU: channel tiles give the cores enough
+    work) or "chunked" (GPU: parallel over chunks too)."""
+    return "chunked" if target_kind(target) == "cuda" else "sequential"
+
+
+def builder_options(builder, target: tvm.target.Target) -> dict:
+    """`kernel_options` for the family of an ir/ builder function, limited to the keywords the
+    builder takes."""
+    family = BUILDER_FAMILY.get(builder.__name__)
+    if family is None:
+        return {}
+    accepted = inspect.signature(builder).parameters
+    return {k: v for k, v in kernel_options(family, target).items() if k in accepted}
+
+
+def build_for(builder, args: tuple, target: tvm.target.Target):
+    """builder(*args) with the target's knobs: the PrimFunc that `target`'s schedules expect."""
+    return builder(*args, **builder_options(builder, target))
