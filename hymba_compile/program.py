@@ -29,12 +29,13 @@ import numpy as np
 import tvm
 from tvm import relax, tirx
 
-from ir import attention as A
-from ir import combine, conv, embed, linear, norm, scan
+from ir import embed, linear, norm
 from ir.common import KERNEL_ATTR
 from schedules import apply_schedule
+from schedules.options import builder_options
 
 from .config import GLOBAL, HymbaConfig
+from .program_layer import DecodeSteps, SequenceSteps, layer
 from .program_weights import weight_specs
 
 F32, I32 = "float32", "int32"
@@ -99,6 +100,12 @@ class _Builder:
         self.weights = weights
         self.index = {s.name: i for i, s in enumerate(weight_specs(spec.config, spec.weight_dtype))}
         self._loaded: dict[str, relax.Expr] = {}
+        self.owners = owner_layers(spec.config)
+
+    def kernel(self, builder, *args, **kwargs) -> tirx.PrimFunc:
+        """builder(*args, **kwargs) with the target's knobs (`schedules.options`): block sizes,
+        splits, scan tile and chunk as the target's schedules expect."""
+        return builder(*args, **kwargs, **builder_options(builder, self.k.target))
 
     def w(self, name: str) -> relax.Expr:
         if name not in self._loaded:
@@ -166,106 +173,17 @@ def cache_shapes(c: HymbaConfig, batch, cap) -> list[tuple]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Sequence functions (prefix and prefill): n tokens of one row
+# Functions
 # ---------------------------------------------------------------------------------------------
 
-def _sequence(g: _Builder, h, positions, n, prefix, caches):
-    """The layers over n tokens of one row (hidden h [n, H]).
-
-    prefix None: the meta tokens from zero state; else (meta_k, meta_v, conv_in, ssm_in) lists and
-    the row caches to fill. Returns (normed final hidden [n, H], per-owner (k, v) of this call,
-    conv states, ssm states, caches after filling)."""
-    c, spec = g.c, g.spec
-    H, C, N, r, K, nh, kvh, dq, dv = g.sizes
-    wd, eps = spec.weight_dtype, c.rms_norm_eps
-    owners = {p.index: j for j, p in enumerate(owner_layers(c))}
-    zero_pads = g.bb.emit(relax.const(np.zeros((1,), dtype=np.int32)))
-    kv: dict[int, tuple] = {}
-    convs, ssms, new_caches = [], [], list(caches) if caches is not None else None
-    hn = g.call(norm.rmsnorm(H, F32, eps), [h, g.w("l0.input_norm")], ((n, H), F32))
-    for plan in c.layer_plan():
-        i, rows = plan.index, g.rows(plan)
-        L = lambda name: g.w(f"l{i}.{name}")  # noqa: E731
-        proj = g.call(linear.matmul(rows, H, wd), [hn, L("in_proj")], ((n, rows), F32))
-        proj3 = g.reshape(proj, (1, n, rows))
-        rope = A.rope_qkv(1, nh, kvh, dq, dv, rows, c.rope_base, plan.owns_kv, F32)
-        if plan.owns_kv:
-            q, k, v = g.call(rope, [proj3, positions], ((1, nh, n, dq), F32),
-                             ((1, kvh, n, dq), F32), ((1, kvh, n, dv), F32))
-            if prefix is None:
-                keys = (k, v)
-            else:  # keys = [meta; prompt]
-                j = owners[i]
-                keys = (g.bb.emit(relax.op.concat([prefix[0][j], k], axis=2)),
-                        g.bb.emit(relax.op.concat([prefix[1][j], v], axis=2)))
-            kv[i] = keys
-        else:
-            q = g.call(rope, [proj3, positions], ((1, nh, n, dq), F32))
-        k_all, v_all = kv[plan.kv_source]
-        window = None if plan.attention == GLOBAL else c.sliding_window
-        attn = g.call(A.attention_prefill(1, nh, kvh, dq, dv, window, c.num_memory_tokens, F32),
-                      [q, k_all, v_all, zero_pads], ((1, n, nh * dv), F32))
-        attn = g.reshape(attn, (n, C))
-        # SSM branch
-        off = g.x_offset(plan)
-        x3 = g.reshape(g.columns(proj, off, C), (1, n, C))
-        z3 = g.reshape(g.columns(proj, off + C, C), (1, n, C))
-        if prefix is None:
-            xc, conv_state = g.call(conv.causal_conv1d(C, K, F32), [x3, L("conv_w"), L("conv_b")],
-                                    ((1, n, C), F32), ((1, K, C), F32))
-        else:
-            xc, conv_state = g.call(conv.causal_conv1d(C, K, F32, with_state=True),
-                                    [x3, L("conv_w"), L("conv_b"), prefix[2][i]],
-                                    ((1, n, C), F32), ((1, K, C), F32))
-        xp = g.call(linear.matmul(r + 2 * N, C, wd), [g.reshape(xc, (n, C)), L("x_proj")],
-                    ((n, r + 2 * N), F32))
-        dt_raw, Bm, Cm = _ssm_split(g, i, xp, n)
-        dt = g.call(linear.matmul(C, r, wd), [dt_raw, L("dt_proj")], ((n, C), F32))
-        h0 = (g.bb.emit(relax.op.zeros(relax.ShapeExpr([1, N, C]), F32)) if prefix is None
-              else prefix[3][i])
-        y, ssm_state = g.call(scan.selective_scan(C, N, F32), [
-            xc, g.reshape(dt, (1, n, C)), L("A"), g.reshape(Bm, (1, n, N)), g.reshape(Cm, (1, n, N)),
-            L("D"), z3, L("dt_bias"), h0], ((1, n, C), F32), ((1, N, C), F32))
-        convs.append(conv_state)
-        ssms.append(ssm_state)
-        # combine, residual, FFN
-        fused = g.call(combine.norm_average(C, wd, eps), [attn, g.reshape(y, (n, C)),
-                                                         L("avg_norm1"), L("avg_norm2")],
-                       ((n, C), F32))
-        mixed = g.call(linear.matmul(H, C, wd), [fused, L("out_proj")], ((n, H), F32))
-        h, v_in = g.call(norm.add_rmsnorm(H, F32, eps), [mixed, h, L("pre_moe_norm")],
-                         ((n, H), F32), ((n, H), F32))
-        act = g.call(combine.gate_up_prefill(H, c.intermediate_size, wd),
-                     [v_in, L("gate"), L("up")], ((n, c.intermediate_size), F32))
-        ffn = g.call(linear.matmul(H, c.intermediate_size, wd), [act, L("down")], ((n, H), F32))
-        next_norm = g.w(f"l{i + 1}.input_norm") if i + 1 < c.num_hidden_layers else g.w("final_norm")
-        h, hn = g.call(norm.add_rmsnorm(H, F32, eps), [ffn, h, next_norm],
-                       ((n, H), F32), ((n, H), F32))
-        if new_caches is not None and plan.owns_kv:
-            j = owners[i]
-            kc, vc = new_caches[2 * j], new_caches[2 * j + 1]
-            cd = spec.cache_dtype
-            if plan.attention == GLOBAL:
-                fill = A.kv_cache_fill_global(1, kvh, dq, dv, None, F32, cd)
-            else:
-                fill = A.kv_cache_fill_sliding(1, kvh, dq, dv, c.sliding_window,
-                                               c.num_memory_tokens, F32, cd)
-            kc_shape, vc_shape = tuple(kc.ty.shape), tuple(vc.ty.shape)
-            kc, vc = g.inplace(fill, [kv[i][0], kv[i][1], zero_pads, kc, vc], [3, 4],
-                               (kc_shape, cd), (vc_shape, cd))
-            new_caches[2 * j], new_caches[2 * j + 1] = kc, vc
-    return hn, kv, convs, ssms, new_caches
-
-
-def _ssm_split(g: _Builder, i: int, xp, n):
-    """x_proj output -> dt_raw [n, r], B, C [n, N] (inner RMSNorms when the config has them)."""
-    c = g.c
-    N, r = c.mamba_d_state, c.mamba_dt_rank
-    outs = (((n, r), F32), ((n, N), F32), ((n, N), F32))
-    if c.mamba_inner_layernorms:
-        return g.call(scan.ssm_input_split(r, N, F32, c.rms_norm_eps, True),
-                      [xp, g.w(f"l{i}.dt_norm"), g.w(f"l{i}.B_norm"), g.w(f"l{i}.C_norm")], *outs)
-    return g.call(scan.ssm_input_split(r, N, F32, c.rms_norm_eps, False), [xp], *outs)
+def _layers(g: _Builder, steps, h):
+    """Every layer over the rows of `steps` from the embeddings h [T, H]; returns the final
+    normed hidden [T, H]."""
+    hn = g.call(g.kernel(norm.rmsnorm, g.c.hidden_size, F32, g.c.rms_norm_eps),
+                [h, g.w("l0.input_norm")], ((steps.rows, g.c.hidden_size), F32))
+    for plan in g.c.layer_plan():
+        h, hn = layer(g, steps, plan, h, hn)
+    return hn
 
 
 def _weights_var(spec: ProgramSpec) -> relax.Var:
@@ -281,12 +199,12 @@ def _add_prefix(kernels: _Kernels, spec: ProgramSpec) -> None:
         with kernels.bb.dataflow():
             g = _Builder(spec, kernels, weights)
             positions = g.bb.emit(relax.const(np.arange(M, dtype=np.int32)[None]))
-            _, kv, convs, ssms, _ = _sequence(g, g.w("meta"), positions, M, None, None)
-            owners = owner_layers(c)
+            steps = SequenceSteps(g, M, positions, None, None)
+            _layers(g, steps, g.w("meta"))
             out = g.bb.emit_output(relax.Tuple([
-                relax.Tuple([kv[p.index][0] for p in owners]),
-                relax.Tuple([kv[p.index][1] for p in owners]),
-                relax.Tuple(convs), relax.Tuple(ssms)]))
+                relax.Tuple([steps.kv[p.index][0] for p in g.owners]),
+                relax.Tuple([steps.kv[p.index][1] for p in g.owners]),
+                relax.Tuple(steps.convs), relax.Tuple(steps.ssms)]))
         kernels.bb.emit_func_output(out)
 
 
@@ -322,11 +240,12 @@ def _add_prefill(kernels: _Kernels, spec: ProgramSpec) -> None:
                       [item(conv_in, i) for i in range(c.num_hidden_layers)],
                       [item(ssm_in, i) for i in range(c.num_hidden_layers)])
             row_caches = [item(caches_t, j) for j in range(len(caches))]
-            h = g.call(embed.embedding(c.vocab_size, H, spec.weight_dtype, I32, F32),
+            h = g.call(g.kernel(embed.embedding, c.vocab_size, H, spec.weight_dtype, I32, F32),
                        [ids, g.w("embed")], ((n, H), F32))
-            hn, _, convs, ssms, filled = _sequence(g, h, positions, n, prefix, row_caches)
-            out = g.bb.emit_output(relax.Tuple([hn, relax.Tuple(filled), relax.Tuple(convs),
-                                                relax.Tuple(ssms)]))
+            steps = SequenceSteps(g, n, positions, prefix, row_caches)
+            hn = _layers(g, steps, h)
+            out = g.bb.emit_output(relax.Tuple([hn, relax.Tuple(steps.caches),
+                                                relax.Tuple(steps.convs), relax.Tuple(steps.ssms)]))
         kernels.bb.emit_func_output(out)
 
 
@@ -342,9 +261,11 @@ def _add_logits(kernels: _Kernels, spec: ProgramSpec) -> None:
                 g = _Builder(spec, kernels, weights)
                 if name == "logits_last":
                     last = g.bb.emit(relax.op.strided_slice(hidden, axes=[0], begin=[n - 1], end=[n]))
-                    logits = g.call(linear.gemv(1, V, H, wd), [last, g.w("embed")], ((1, V), F32))
+                    logits = g.call(g.kernel(linear.gemv, 1, V, H, wd), [last, g.w("embed")],
+                                    ((1, V), F32))
                 else:
-                    logits = g.call(linear.matmul(V, H, wd), [hidden, g.w("embed")], ((n, V), F32))
+                    logits = g.call(g.kernel(linear.matmul, V, H, wd), [hidden, g.w("embed")],
+                                    ((n, V), F32))
                 out = g.bb.emit_output(logits)
             kernels.bb.emit_func_output(out)
 
@@ -352,11 +273,7 @@ def _add_logits(kernels: _Kernels, spec: ProgramSpec) -> None:
 def _add_decode(kernels: _Kernels, spec: ProgramSpec, B: int) -> None:
     c = spec.config
     H, C, N, K = c.hidden_size, c.d_inner, c.mamba_d_state, c.mamba_d_conv
-    M, W, nh, kvh, dq, dv = (c.num_memory_tokens, c.sliding_window, c.num_attention_heads,
-                             c.num_key_value_heads, c.qk_head_dim, c.v_dim)
-    r, FF, wd, cd, eps = c.mamba_dt_rank, c.intermediate_size, spec.weight_dtype, spec.cache_dtype, c.rms_norm_eps
     cap = tirx.Var("cap", "int64")
-    owners = {p.index: j for j, p in enumerate(owner_layers(c))}
     cache_vars = _cache_vars(c, spec, B, cap)
     ids = relax.Var("ids", _tensor((B,), I32))
     pos = relax.Var("pos", _tensor((B,), I32))
@@ -367,73 +284,16 @@ def _add_decode(kernels: _Kernels, spec: ProgramSpec, B: int) -> None:
     with kernels.bb.function(f"decode_b{B}", [ids, pos, caches_t, conv_t, ssm_t, weights]):
         with kernels.bb.dataflow():
             g = _Builder(spec, kernels, weights)
-            bb = g.bb
-            item = lambda t, j: bb.emit(relax.TupleGetItem(t, j))  # noqa: E731
-            caches = [item(caches_t, j) for j in range(len(cache_vars))]
-            convs = [item(conv_t, i) for i in range(c.num_hidden_layers)]
-            ssms = [item(ssm_t, i) for i in range(c.num_hidden_layers)]
-            pos2 = g.reshape(pos, (B, 1))
-            count = bb.emit(relax.op.minimum(relax.op.add(pos, relax.const(1 - M, I32)),
-                                             relax.const(W, I32)))
-            length = bb.emit(relax.op.add(pos, relax.const(1, I32)))
-            h = g.call(embed.embedding(c.vocab_size, H, wd, I32, F32), [ids, g.w("embed")],
-                       ((B, H), F32))
-            hn = g.call(norm.rmsnorm(H, F32, eps), [h, g.w("l0.input_norm")], ((B, H), F32))
-            for plan in c.layer_plan():
-                i, rows = plan.index, g.rows(plan)
-                L = lambda name: g.w(f"l{i}.{name}")  # noqa: E731
-                proj = g.call(linear.gemv(B, rows, H, wd), [hn, L("in_proj")], ((B, rows), F32))
-                rope = A.rope_qkv(B, nh, kvh, dq, dv, rows, c.rope_base, plan.owns_kv, F32)
-                proj3 = g.reshape(proj, (B, 1, rows))
-                glob = plan.attention == GLOBAL
-                if plan.owns_kv:
-                    q, k, v = g.call(rope, [proj3, pos2], ((B, nh, 1, dq), F32),
-                                     ((B, kvh, 1, dq), F32), ((B, kvh, 1, dv), F32))
-                    j = owners[i]
-                    kc, vc = caches[2 * j], caches[2 * j + 1]
-                    write = (A.kv_cache_write_global(B, kvh, dq, dv, None, F32, cd) if glob else
-                             A.kv_cache_write_sliding(B, kvh, dq, dv, W, M, F32, cd))
-                    kc, vc = g.inplace(write, [k, v, pos, kc, vc], [3, 4],
-                                       (tuple(kc.ty.shape), cd),
-                                       (tuple(vc.ty.shape), cd))
-                    caches[2 * j], caches[2 * j + 1] = kc, vc
-                else:
-                    q = g.call(rope, [proj3, pos2], ((B, nh, 1, dq), F32))
-                j = owners[plan.kv_source]
-                kc, vc = caches[2 * j], caches[2 * j + 1]
-                if glob:
-                    att = g.call(A.attention_decode_global(B, nh, kvh, dq, dv, None, F32, cd),
-                                 [q, kc, vc, length], ((B, 1, nh * dv), F32))
-                else:
-                    att = g.call(A.attention_decode_sliding(B, nh, kvh, dq, dv, W, M, F32, cd),
-                                 [q, kc, vc, count], ((B, 1, nh * dv), F32))
-                off = g.x_offset(plan)
-                x, z = g.columns(proj, off, C), g.columns(proj, off + C, C)
-                (convs[i], xc) = g.inplace(conv.causal_conv1d_step(C, K, F32),
-                                           [convs[i], x, L("conv_w"), L("conv_b")], [0, -1],
-                                           ((B, K, C), F32), ((B, C), F32))
-                xp = g.call(linear.gemv(B, r + 2 * N, C, wd), [xc, L("x_proj")],
-                            ((B, r + 2 * N), F32))
-                dt_raw, Bm, Cm = _ssm_split(g, i, xp, B)
-                dt = g.call(linear.gemv(B, C, r, wd), [dt_raw, L("dt_proj")], ((B, C), F32))
-                (ssms[i], y) = g.inplace(scan.selective_state_update(C, N, F32),
-                                         [ssms[i], xc, dt, L("A"), Bm, Cm, L("D"), z, L("dt_bias")],
-                                         [0, -1], ((B, N, C), F32), ((B, C), F32))
-                mixed = g.call(combine.hybrid_combine_decode(B, C, H, wd, eps),
-                               [g.reshape(att, (B, C)), y, L("avg_norm1"), L("avg_norm2"),
-                                L("out_proj")], ((B, H), F32))
-                h, v_in = g.call(norm.add_rmsnorm(H, F32, eps), [mixed, h, L("pre_moe_norm")],
-                                 ((B, H), F32), ((B, H), F32))
-                act = g.call(combine.gate_up_decode(B, H, FF, wd), [v_in, L("gate"), L("up")],
-                             ((B, FF), F32))
-                ffn = g.call(linear.gemv(B, H, FF, wd), [act, L("down")], ((B, H), F32))
-                nxt = g.w(f"l{i + 1}.input_norm") if i + 1 < c.num_hidden_layers else g.w("final_norm")
-                h, hn = g.call(norm.add_rmsnorm(H, F32, eps), [ffn, h, nxt],
-                               ((B, H), F32), ((B, H), F32))
-            logits = g.call(linear.gemv(B, c.vocab_size, H, wd), [hn, g.w("embed")],
-                            ((B, c.vocab_size), F32))
-            out = bb.emit_output(relax.Tuple([logits, relax.Tuple(caches), relax.Tuple(convs),
-                                              relax.Tuple(ssms)]))
+            item = lambda t, j: g.bb.emit(relax.TupleGetItem(t, j))  # noqa: E731
+            steps = DecodeSteps(g, B, pos, [item(caches_t, j) for j in range(len(cache_vars))],
+                                [item(conv_t, i) for i in range(c.num_hidden_layers)],
+                                [item(ssm_t, i) for i in range(c.num_hidden_layers)])
+            h = g.call(g.kernel(embed.embedding, c.vocab_size, H, spec.weight_dtype, I32, F32),
+                       [ids, g.w("embed")], ((B, H), F32))
+            hn = _layers(g, steps, h)
+            logits = steps.linear(c.vocab_size, H, hn, g.w("embed"))
+            out = g.bb.emit_output(relax.Tuple([logits, relax.Tuple(steps.caches),
+                                                relax.Tuple(steps.convs), relax.Tuple(steps.ssms)]))
         kernels.bb.emit_func_output(out)
 
 
