@@ -32,7 +32,7 @@ from tvm import relax, tirx
 from ir import embed, linear, norm
 from ir.common import KERNEL_ATTR
 from schedules import apply_schedule
-from schedules.options import builder_options
+from schedules.options import build_for
 
 from .config import GLOBAL, HymbaConfig
 from .program_layer import DecodeSteps, SequenceSteps, layer
@@ -105,7 +105,7 @@ class _Builder:
     def kernel(self, builder, *args, **kwargs) -> tirx.PrimFunc:
         """builder(*args, **kwargs) with the target's knobs (`schedules.options`): block sizes,
         splits, scan tile and chunk as the target's schedules expect."""
-        return builder(*args, **kwargs, **builder_options(builder, self.k.target))
+        return build_for(builder, args, self.k.target, **kwargs)
 
     def w(self, name: str) -> relax.Expr:
         if name not in self._loaded:

@@ -83,6 +83,7 @@ from .common import check_dtype, finish
 from .fastmath import exp_f32, round_to_bf16
 
 KEY_WALK_ATTR = "hymba.key_walk"  # attention_prefill's key_walk, for schedules to check
+REDUCE_ATTR = "hymba.reduce_in"  # attention_decode's reduce_in, for schedules to check
 NEG = -3.0e38  # masked score: finite so that max/exp never see inf - inf
 NEG_HALF = NEG * 0.5
 
@@ -224,9 +225,10 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
     key_walk: how the visited key blocks are found (same blocks, same order, same result):
     "branch" loops over every block from the row's first real key to the query block's last and
     skips the invisible ones with a branch, and masks only blocks not wholly visible (the CPU
-    form); "compact" loops over the visited blocks only (the meta blocks, then the window's) and
-    masks every block, so the loop body has no branch: the form for a GPU, where a branch around
-    shared-memory tiles would need barriers under a condition."""
+    form); "compact" loops over the visited blocks only (the meta blocks, then the window's), sums
+    each score in a register and masks it as it is stored, so the loop body has no branch and
+    writes each score once: the form for a GPU, where a branch around shared-memory tiles would
+    need barriers under a condition and an accumulation in the shared tile a barrier per step."""
     check_dtype(dtype)
     G = _check_heads(num_heads, num_kv_heads)
     B, H, KV, DQ, DV, M = batch, num_heads, num_kv_heads, qk_dim, v_dim, num_meta
@@ -253,7 +255,9 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
         return S - Sq + T.min(vq * BQ + BQ, Sq)
 
     def block_visited(j0, i0, p):  # the key block holds a key visible to a query of the block
-        if not sliding or compact:
+        if compact:
+            return True  # the compact walk visits only such blocks: no branch at all
+        if not sliding:
             return tirx.const(True)
         return tirx.any(j0 < p + M, j0 + BK - 1 >= i0 - W)
 
@@ -272,8 +276,6 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
         return T.int64(0), nm + nw, lambda tc: T.Select(tc < nm, t0 + tc, tw + tc - nm)
 
     def block_full(j0, i0, i1, p):  # every key of the block is visible to every query
-        if compact:  # mask every block (no branch)
-            return tirx.const(False)
         causal = tirx.all(j0 >= p, j0 + BK - 1 <= i0)
         if not sliding:
             return causal
@@ -335,38 +337,73 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
                             with T.sblock("load_v"):
                                 vt[jj, e] = T.Cast("float32", v[vb, vh // G,
                                                                 key(blk(tc, pads, vb, vq, S, Sq), jj, S), e])
-                        for jj, ii in T.grid(BK, BQ):
-                            with T.sblock("score_init"):
-                                sc[jj, ii] = T.float32(0)
-                        for jj, d, ii in T.grid(BK, DQ, BQ):
-                            with T.sblock("score"):
-                                sc[jj, ii] = sc[jj, ii] + kt[jj, d] * qs[d, ii]
-                        if not block_full(blk(tc, pads, vb, vq, S, Sq) * BK, S - Sq + vq * BQ,
-                                          block_end(vq, S, Sq), row_start(pads, vb)):
+                        if compact:
+                            # one pass: each score summed in a register, then masked (no
+                            # stores to the shared tile inside the head-dim loop)
                             for jj, ii in T.grid(BK, BQ):
-                                with T.sblock("mask"):
+                                with T.sblock("score"):
+                                    dot = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                                    dot[0] = T.float32(0)
+                                    for d in range(DQ):
+                                        dot[0] = dot[0] + kt[jj, d] * qs[d, ii]
                                     sc[jj, ii] = T.Select(
-                                        visible(T.Cast("int32", blk(tc, pads, vb, vq, S, Sq) * BK) + jj,
-                                                T.Cast("int32", S - Sq + vq * BQ) + ii, pads[vb]),
-                                        sc[jj, ii], T.float32(NEG))
-                        for ii in range(BQ):
-                            with T.sblock("max_init"):
-                                mn[ii] = mx[ii]
-                        for jj, ii in T.grid(BK, BQ):
-                            with T.sblock("max"):
-                                mn[ii] = T.max(mn[ii], sc[jj, ii])
-                        for ii in range(BQ):
-                            with T.sblock("alpha"):
-                                al[ii] = exp_f32(mx[ii] - mn[ii])
-                                mx[ii] = mn[ii]
-                                sm[ii] = sm[ii] * al[ii]
+                                        visible(T.Cast("int32", blk(tc, pads, vb, vq, S, Sq) * BK)
+                                                + jj, T.Cast("int32", S - Sq + vq * BQ) + ii,
+                                                pads[vb]),
+                                        dot[0], T.float32(NEG))
+                        else:
+                            for jj, ii in T.grid(BK, BQ):
+                                with T.sblock("score_init"):
+                                    sc[jj, ii] = T.float32(0)
+                            for jj, d, ii in T.grid(BK, DQ, BQ):
+                                with T.sblock("score"):
+                                    sc[jj, ii] = sc[jj, ii] + kt[jj, d] * qs[d, ii]
+                            if not block_full(blk(tc, pads, vb, vq, S, Sq) * BK, S - Sq + vq * BQ,
+                                              block_end(vq, S, Sq), row_start(pads, vb)):
+                                for jj, ii in T.grid(BK, BQ):
+                                    with T.sblock("mask"):
+                                        sc[jj, ii] = T.Select(
+                                            visible(T.Cast("int32", blk(tc, pads, vb, vq, S, Sq) * BK) + jj,
+                                                    T.Cast("int32", S - Sq + vq * BQ) + ii, pads[vb]),
+                                            sc[jj, ii], T.float32(NEG))
+                        if compact:  # running max and sum in a register per query
+                            for ii in range(BQ):
+                                with T.sblock("max"):
+                                    run = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                                    run[0] = mx[ii]
+                                    for jj in range(BK):
+                                        run[0] = T.max(run[0], sc[jj, ii])
+                                    al[ii] = exp_f32(mx[ii] - run[0])
+                                    mx[ii] = run[0]
+                                    sm[ii] = sm[ii] * al[ii]
+                        else:
+                            for ii in range(BQ):
+                                with T.sblock("max_init"):
+                                    mn[ii] = mx[ii]
+                            for jj, ii in T.grid(BK, BQ):
+                                with T.sblock("max"):
+                                    mn[ii] = T.max(mn[ii], sc[jj, ii])
+                            for ii in range(BQ):
+                                with T.sblock("alpha"):
+                                    al[ii] = exp_f32(mx[ii] - mn[ii])
+                                    mx[ii] = mn[ii]
+                                    sm[ii] = sm[ii] * al[ii]
                         for jj, ii in T.grid(BK, BQ):
                             with T.sblock("prob"):
                                 sc[jj, ii] = T.Select(sc[jj, ii] > T.float32(NEG_HALF),
                                                       exp_f32(sc[jj, ii] - mx[ii]), T.float32(0))
-                        for jj, ii in T.grid(BK, BQ):
-                            with T.sblock("sum"):
-                                sm[ii] = sm[ii] + sc[jj, ii]
+                        if compact:
+                            for ii in range(BQ):
+                                with T.sblock("sum"):
+                                    tot = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                                    tot[0] = sm[ii]
+                                    for jj in range(BK):
+                                        tot[0] = tot[0] + sc[jj, ii]
+                                    sm[ii] = tot[0]
+                        else:
+                            for jj, ii in T.grid(BK, BQ):
+                                with T.sblock("sum"):
+                                    sm[ii] = sm[ii] + sc[jj, ii]
                         for ii, e in T.grid(BQ, DV):
                             with T.sblock("rescale"):
                                 acc[ii, e] = acc[ii, e] * al[ii]
@@ -392,9 +429,16 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
 
 def _decode(kind: str, batch: int, num_heads: int, num_kv_heads: int, qk_dim: int, v_dim: int,
             capacity: int, num_meta: int, dtype: str, cache_dtype: str, splits: int,
-            block_k: int, symbol: str) -> tirx.PrimFunc:
+            block_k: int, symbol: str, reduce_in: str = "tile") -> tirx.PrimFunc:
     """One query per row over the first n slots of a cache: n = M + count[b] (ring) or
-    length[b] (global), clamped to [0, capacity]."""
+    length[b] (global), clamped to [0, capacity]. reduce_in: "tile" accumulates each score, the
+    running max and the sum in the step's scratch tiles (the CPU form: loops that vectorise);
+    "registers" in a register per score / query head, each tile element written once (the GPU
+    form: no shared-memory accumulation, hence no barrier inside a reduction loop). Same math,
+    same order of additions."""
+    if reduce_in not in ("tile", "registers"):
+        raise ValueError(f"reduce_in must be 'tile' or 'registers', got {reduce_in!r}")
+    registers = reduce_in == "registers"
     G = _check_heads(num_heads, num_kv_heads)
     B, H, KV, DQ, DV, M, CAP = batch, num_heads, num_kv_heads, qk_dim, v_dim, num_meta, _cap(capacity)
     NS, BK = splits, block_k
@@ -425,6 +469,7 @@ def _decode(kind: str, batch: int, num_heads: int, num_kv_heads: int, qk_dim: in
                 mx = T.sblock_alloc_buffer((G,), "float32", scope="local")
                 mn = T.sblock_alloc_buffer((G,), "float32", scope="local")
                 sm = T.sblock_alloc_buffer((G,), "float32", scope="local")
+                sn = T.sblock_alloc_buffer((G,), "float32", scope="local")  # registers form
                 al = T.sblock_alloc_buffer((G,), "float32", scope="local")
                 bnd = T.sblock_alloc_buffer((3,), "int64", scope="local")  # n, start, end
                 with T.sblock("bounds"):
@@ -450,32 +495,68 @@ def _decode(kind: str, batch: int, num_heads: int, num_kv_heads: int, qk_dim: in
                     for jj, e in T.grid(BK, DV):
                         with T.sblock("load_v"):
                             vt[jj, e] = T.Cast("float32", vc[vb, vg, slot(bnd, t, jj), e])
-                    for gg, jj in T.grid(G, BK):
-                        with T.sblock("score_init"):
-                            sc[gg, jj] = T.float32(0)
-                    for gg, d, jj in T.grid(G, DQ, BK):
-                        with T.sblock("score"):
-                            sc[gg, jj] = sc[gg, jj] + qs[gg, d] * kt[d, jj]
-                    for gg, jj in T.grid(G, BK):
-                        with T.sblock("score_mask"):
-                            if bnd[1] + t * BK + jj >= bnd[2]:
-                                sc[gg, jj] = T.float32(NEG)
-                    for gg in range(G):
-                        with T.sblock("max"):
-                            mn[gg] = mx[gg]
-                            for jj in range(BK):
-                                mn[gg] = T.max(mn[gg], sc[gg, jj])
-                            al[gg] = exp_f32(mx[gg] - mn[gg])
-                            mx[gg] = mn[gg]
-                            sm[gg] = sm[gg] * al[gg]
-                    for gg, jj in T.grid(G, BK):
-                        with T.sblock("prob"):
-                            sc[gg, jj] = T.Select(sc[gg, jj] > T.float32(NEG_HALF),
-                                                  exp_f32(sc[gg, jj] - mx[gg]), T.float32(0))
-                    for gg in range(G):
-                        with T.sblock("sum"):
-                            for jj in range(BK):
-                                sm[gg] = sm[gg] + sc[gg, jj]
+                    if registers:
+                        # each score, the new running max and the new sum in a register, written
+                        # once; no block reads and writes the same tile, so a lane predicate
+                        # never holds a barrier (a single query head is one lane)
+                        for gg, jj in T.grid(G, BK):
+                            with T.sblock("score"):
+                                dot = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                                dot[0] = T.float32(0)
+                                for d in range(DQ):
+                                    dot[0] = dot[0] + qs[gg, d] * kt[d, jj]
+                                sc[gg, jj] = T.Select(bnd[1] + t * BK + jj < bnd[2], dot[0],
+                                                      T.float32(NEG))
+                        for gg in range(G):
+                            with T.sblock("max"):
+                                run = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                                run[0] = mx[gg]
+                                for jj in range(BK):
+                                    run[0] = T.max(run[0], sc[gg, jj])
+                                mn[gg] = run[0]
+                                al[gg] = exp_f32(mx[gg] - run[0])
+                        for gg, jj in T.grid(G, BK):
+                            with T.sblock("prob"):
+                                sc[gg, jj] = T.Select(sc[gg, jj] > T.float32(NEG_HALF),
+                                                      exp_f32(sc[gg, jj] - mn[gg]), T.float32(0))
+                        for gg in range(G):
+                            with T.sblock("sum"):
+                                tot = T.sblock_alloc_buffer((1,), "float32", scope="local")
+                                tot[0] = sm[gg] * al[gg]
+                                for jj in range(BK):
+                                    tot[0] = tot[0] + sc[gg, jj]
+                                sn[gg] = tot[0]
+                        for gg in range(G):
+                            with T.sblock("carry"):
+                                mx[gg] = mn[gg]
+                                sm[gg] = sn[gg]
+                    else:
+                        for gg, jj in T.grid(G, BK):
+                            with T.sblock("score_init"):
+                                sc[gg, jj] = T.float32(0)
+                        for gg, d, jj in T.grid(G, DQ, BK):
+                            with T.sblock("score"):
+                                sc[gg, jj] = sc[gg, jj] + qs[gg, d] * kt[d, jj]
+                        for gg, jj in T.grid(G, BK):
+                            with T.sblock("score_mask"):
+                                if bnd[1] + t * BK + jj >= bnd[2]:
+                                    sc[gg, jj] = T.float32(NEG)
+                        for gg in range(G):
+                            with T.sblock("max"):
+                                mn[gg] = mx[gg]
+                                for jj in range(BK):
+                                    mn[gg] = T.max(mn[gg], sc[gg, jj])
+                                al[gg] = exp_f32(mx[gg] - mn[gg])
+                                mx[gg] = mn[gg]
+                                sm[gg] = sm[gg] * al[gg]
+                        for gg, jj in T.grid(G, BK):
+                            with T.sblock("prob"):
+                                sc[gg, jj] = T.Select(sc[gg, jj] > T.float32(NEG_HALF),
+                                                      exp_f32(sc[gg, jj] - mx[gg]), T.float32(0))
+                        for gg in range(G):
+                            with T.sblock("sum"):
+                                for jj in range(BK):
+                                    sm[gg] = sm[gg] + sc[gg, jj]
                     for gg, e in T.grid(G, DV):
                         with T.sblock("rescale"):
                             acc[gg, e] = acc[gg, e] * al[gg]
@@ -514,13 +595,13 @@ def _decode(kind: str, batch: int, num_heads: int, num_kv_heads: int, qk_dim: in
                         out[vb, 0, vh * DV + e] = T.Cast(
                             dtype, T.Select(st[1] > T.float32(0), o[e] / st[1], T.float32(0)))
 
-    return finish(decode, "attention_decode", symbol)
+    return finish(decode, "attention_decode", symbol).with_attr(REDUCE_ATTR, reduce_in)
 
 
 def attention_decode_sliding(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int,
                              v_dim: int, window: int, num_meta: int, dtype: str = "float32",
                              cache_dtype: str | None = None, splits: int = 4,
-                             block_k: int = 32) -> tirx.PrimFunc:
+                             block_k: int = 32, reduce_in: str = "tile") -> tirx.PrimFunc:
     """Decode on a sliding-window layer: (q [B, H, 1, DQ], k_cache [B, KV, M + W, DQ],
     v_cache [B, KV, M + W, DV], count [B] int32) -> out [B, 1, H*DV].
 
@@ -531,29 +612,33 @@ def attention_decode_sliding(batch: int, num_heads: int, num_kv_heads: int, qk_d
     cache_dtype = check_dtype(cache_dtype or dtype)
     cap = num_meta + window
     symbol = (f"attention_decode_sw{window}_m{num_meta}_b{batch}_h{num_heads}x{num_kv_heads}"
-              f"_d{qk_dim}x{v_dim}_s{splits}k{block_k}_{dtype}_{cache_dtype}")
+              f"_d{qk_dim}x{v_dim}_s{splits}k{block_k}{_reduce_tag(reduce_in)}_{dtype}_{cache_dtype}")
     return _decode("sliding", batch, num_heads, num_kv_heads, qk_dim, v_dim, cap, num_meta, dtype,
-                   cache_dtype, splits, block_k, symbol)
+                   cache_dtype, splits, block_k, symbol, reduce_in)
 
 
 def attention_decode_global(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int,
                             v_dim: int, capacity: int | None, dtype: str = "float32",
                             cache_dtype: str | None = None, splits: int = 4,
-                            block_k: int = 32) -> tirx.PrimFunc:
+                            block_k: int = 32, reduce_in: str = "tile") -> tirx.PrimFunc:
     """Decode on a global layer: (q [B, H, 1, DQ], k_cache [B, KV, CAP, DQ],
     v_cache [B, KV, CAP, DV], length [B] int32) -> out [B, 1, H*DV]; attends to slots
     [0, length[b]) (every cached token, the new one included)."""
     check_dtype(dtype)
     cache_dtype = check_dtype(cache_dtype or dtype)
     symbol = (f"attention_decode_global_{_cap_tag(capacity)}_b{batch}_h{num_heads}x{num_kv_heads}"
-              f"_d{qk_dim}x{v_dim}_s{splits}k{block_k}_{dtype}_{cache_dtype}")
+              f"_d{qk_dim}x{v_dim}_s{splits}k{block_k}{_reduce_tag(reduce_in)}_{dtype}_{cache_dtype}")
     return _decode("global", batch, num_heads, num_kv_heads, qk_dim, v_dim, capacity, 0, dtype,
-                   cache_dtype, splits, block_k, symbol)
+                   cache_dtype, splits, block_k, symbol, reduce_in)
 
 
 # ---------------------------------------------------------------------------------------------
 # Cache writes (in place)
 # ---------------------------------------------------------------------------------------------
+
+def _reduce_tag(reduce_in: str) -> str:
+    return "_reg" if reduce_in == "registers" else ""
+
 
 def _cap(capacity: int | None):
     """The cache's slot extent: a static int, or (None) a symbolic int64 var bound by the cache
@@ -710,4 +795,14 @@ EXAMPLES = [
     (kv_cache_write_global, (1, 5, 64, 128, 8192 + 128, "bfloat16")),
     (kv_cache_fill_sliding, (1, 5, 64, 128, 1024, 128, "bfloat16")),
     (kv_cache_fill_global, (1, 5, 64, 128, 8192 + 128, "bfloat16")),
+    # as the compiled program calls them: float32 activations, bf16 caches, batch buckets,
+    # symbolic (growing) global capacity
+    (rope_qkv, (4, 25, 5, 64, 128, 8960, HYMBA_BASE, True, "float32")),
+    (attention_prefill, (1, 25, 5, 64, 128, 1024, 128, "float32")),
+    (attention_decode_sliding, (4, 25, 5, 64, 128, 1024, 128, "float32", "bfloat16")),
+    (attention_decode_global, (4, 25, 5, 64, 128, None, "float32", "bfloat16")),
+    (kv_cache_write_sliding, (4, 5, 64, 128, 1024, 128, "float32", "bfloat16")),
+    (kv_cache_write_global, (4, 5, 64, 128, None, "float32", "bfloat16")),
+    (kv_cache_fill_sliding, (1, 5, 64, 128, 1024, 128, "float32", "bfloat16")),
+    (kv_cache_fill_global, (1, 5, 64, 128, None, "float32", "bfloat16")),
 ]

@@ -135,6 +135,7 @@ def _taps(state, w, b, c, k_, to32, w32):
 EXAMPLES = [
     (causal_conv1d, (3200, 4, "float32")),
     (causal_conv1d, (3200, 4, "bfloat16")),
+    (causal_conv1d, (3200, 4, "float32", "bfloat16", True)),  # after the meta tokens
     (causal_conv1d_step, (3200, 4, "float32")),
     (causal_conv1d_step, (3200, 4, "bfloat16")),
 ]

@@ -56,10 +56,11 @@ def _names(d_inner, d_state, dtype, wdtype, masked, a_log, tile):
 TILES = (64, 32, 16, 8, 4, 2, 1)
 
 
-def pick_tile(d_inner: int) -> int:
-    """The default channel tile: the largest of 64, 32, ... dividing d_inner (64 at Hymba size:
-    measured fastest on the CPU, 12.4 ms vs 14.2 (32) and 15.6 (16) for L = 1024 on one core)."""
-    return next(t for t in TILES if d_inner % t == 0)
+def pick_tile(d_inner: int, max_tile: int = 64) -> int:
+    """The default channel tile: the largest of 64, 32, ... (at most `max_tile`) dividing d_inner
+    (64 at Hymba size: measured fastest on the CPU, 12.4 ms vs 14.2 (32) and 15.6 (16) for
+    L = 1024 on one core; a GPU schedule asks for at most 32, one warp of channel lanes)."""
+    return next(t for t in TILES if t <= max_tile and d_inner % t == 0)
 
 
 def _check(d_inner, d_state, dtype, wdtype, tile):
@@ -163,11 +164,11 @@ def _prefill_signature(body, Dn, N, dtype, wdtype, adtype, masked):
 
 def selective_scan(d_inner: int, d_state: int = 16, dtype: str = "float32", *,
                    wdtype: str = "float32", masked: bool = False, a_log: bool = False,
-                   tile: int | None = None) -> tirx.PrimFunc:
+                   tile: int | None = None, max_tile: int = 64) -> tirx.PrimFunc:
     """Sequential prefill scan, layouts in the module docstring:
     (u, delta, A, B, C, D, z, delta_bias, h0, [step_mask]) -> (y, h_last).
     One pass over t per channel tile; h0 and h_last must be distinct tensors (noalias)."""
-    tile = tile or pick_tile(d_inner)
+    tile = tile or pick_tile(d_inner, max_tile)
     _check(d_inner, d_state, dtype, wdtype, tile)
     Dn, N, W = d_inner, d_state, tile
     act, _, a_entry, _ = _helpers(dtype, wdtype, a_log)
@@ -234,7 +235,7 @@ def selective_scan(d_inner: int, d_state: int = 16, dtype: str = "float32", *,
 
 def selective_scan_chunked(d_inner: int, d_state: int = 16, dtype: str = "float32", *,
                            chunk: int = 64, wdtype: str = "float32", masked: bool = False,
-                           a_log: bool = False, tile: int | None = None) -> tirx.PrimFunc:
+                           a_log: bool = False, tile: int | None = None, max_tile: int = 64) -> tirx.PrimFunc:
     """Chunked prefill scan, same signature and result as `selective_scan`, in three passes:
       1. every chunk of `chunk` steps scanned from a zero state, each (batch, channel tile, chunk)
          independent: its end state hc and its sum of delta;
@@ -244,7 +245,7 @@ def selective_scan_chunked(d_inner: int, d_state: int = 16, dtype: str = "float3
     Twice the work of the sequential scan, but L/chunk times more independent work items: the form
     for a GPU (a CPU has enough parallelism in the channel tiles alone). The last chunk may be partial (L need not divide by `chunk`). Scratch: two fp32
     [batch, nchunks, N, D] buffers and one [batch, nchunks, D] (workspace allocations per call)."""
-    tile = tile or pick_tile(d_inner)
+    tile = tile or pick_tile(d_inner, max_tile)
     _check(d_inner, d_state, dtype, wdtype, tile)
     if chunk < 1:
         raise ValueError("chunk must be positive")
@@ -390,12 +391,12 @@ def selective_scan_chunked(d_inner: int, d_state: int = 16, dtype: str = "float3
 
 def selective_state_update(d_inner: int, d_state: int = 16, dtype: str = "float32", *,
                            wdtype: str = "float32", a_log: bool = False,
-                           tile: int | None = None) -> tirx.PrimFunc:
+                           tile: int | None = None, max_tile: int = 64) -> tirx.PrimFunc:
     """One decode step: (state [b, N, D] fp32, x [b, D], dt [b, D], A [N, D], B [b, N], C [b, N],
     D, z [b, D], dt_bias) -> y [b, D]; `state` is updated **in place** (the caller's cache tensor
     advances). delta = softplus(dt + dt_bias); state = exp(delta A) state + (delta x) B;
     y = (state . C + D x) * silu(z). x, dt, z, B, C, y in `dtype`; A as in the prefill scans."""
-    tile = tile or pick_tile(d_inner)
+    tile = tile or pick_tile(d_inner, max_tile)
     _check(d_inner, d_state, dtype, wdtype, tile)
     Dn, N, W = d_inner, d_state, tile
     act, wgt, a_entry, out = _helpers(dtype, wdtype, a_log)
@@ -502,6 +503,7 @@ EXAMPLES = [
     (selective_scan, (3200, 16, "float32")),
     (selective_scan, (3200, 16, "bfloat16")),
     (selective_scan_chunked, (3200, 16, "float32")),
+    (selective_scan_chunked, (3200, 16, "bfloat16")),
     (selective_state_update, (3200, 16, "float32")),
     (selective_state_update, (3200, 16, "bfloat16")),
     (ssm_input_split, (100, 16, "float32")),

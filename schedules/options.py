@@ -6,8 +6,9 @@ CPU: the builders' defaults (measured on the CPU: ir/ docstrings). CUDA:
 - attention_prefill: 32 x 32 query/key tiles (the tiles of one step, q^T, k, v and the scores,
   are 36 KiB of shared memory at head dims 64/128, under the 48 KiB static limit) and the
   "compact" key walk (no branch around the shared tiles);
-- attention_decode: 16 key splits (batch 1 has KV x 16 = 80 blocks at Hymba size), 32-key blocks;
-- scans: a 32-channel tile (one warp per block: 100 blocks per row at d_inner 3200), and the
+- attention_decode: 16 key splits (batch 1 has KV x 16 = 80 blocks at Hymba size), 32-key blocks,
+  scores, running max and sum reduced in registers (no shared-memory accumulation);
+- scans: channel tiles of at most 32 (one warp per block: 100 blocks per row at d_inner 3200), the
   chunked algorithm for prefill (64-step chunks: L/64 times more blocks than the sequential scan).
 """
 
@@ -36,10 +37,10 @@ BUILDER_FAMILY = {
 
 _CUDA = {
     "attention_prefill": {"block_q": 32, "block_k": 32, "key_walk": "compact"},
-    "attention_decode": {"splits": 16, "block_k": 32},
-    "selective_scan": {"tile": 32},
-    "selective_scan_chunked": {"tile": 32, "chunk": 64},
-    "selective_state_update": {"tile": 32},
+    "attention_decode": {"splits": 16, "block_k": 32, "reduce_in": "registers"},
+    "selective_scan": {"max_tile": 32},
+    "selective_scan_chunked": {"max_tile": 32, "chunk": 64},
+    "selective_state_update": {"max_tile": 32},
 }
 
 
@@ -56,16 +57,20 @@ def scan_algorithm(target: tvm.target.Target) -> str:
     return "chunked" if target_kind(target) == "cuda" else "sequential"
 
 
-def builder_options(builder, target: tvm.target.Target) -> dict:
+def builder_options(builder, target: tvm.target.Target, args: tuple = ()) -> dict:
     """`kernel_options` for the family of an ir/ builder function, limited to the keywords the
-    builder takes."""
+    builder takes and does not already get positionally in `args`."""
     family = BUILDER_FAMILY.get(builder.__name__)
     if family is None:
         return {}
-    accepted = inspect.signature(builder).parameters
-    return {k: v for k, v in kernel_options(family, target).items() if k in accepted}
+    params = list(inspect.signature(builder).parameters)
+    given = set(params[:len(args)])
+    return {k: v for k, v in kernel_options(family, target).items()
+            if k in params and k not in given}
 
 
-def build_for(builder, args: tuple, target: tvm.target.Target):
-    """builder(*args) with the target's knobs: the PrimFunc that `target`'s schedules expect."""
-    return builder(*args, **builder_options(builder, target))
+def build_for(builder, args: tuple, target: tvm.target.Target, **kwargs):
+    """builder(*args, **kwargs) with the target's knobs: the PrimFunc that `target`'s schedules
+    expect (explicit arguments win)."""
+    options = {k: v for k, v in builder_options(builder, target, args).items() if k not in kwargs}
+    return builder(*args, **kwargs, **options)

@@ -12,18 +12,20 @@ the blocks of its window."""
 
 from __future__ import annotations
 
-from tvm import s_tir
+from tvm import s_tir, tirx
 
-from ir.attention import KEY_WALK_ATTR
+from ir.attention import KEY_WALK_ATTR, REDUCE_ATTR
 
 from ..registry import cuda_rule
-from .common import schedule_children, set_scope
+from .common import chunk_for, schedule_children, to_shared
 
 THREADS = 128
 
 
-def _root_children(sch):
-    return sch.get_child_blocks(sch.get_sblock("root"))
+def _tile(sch, block_name: str) -> list[int]:
+    """Extents of the loops directly around a block that initialises an accumulator tile."""
+    return [int(sch.get(l).extent) for l in sch.get_loops(sch.get_sblock(block_name))
+            if sch.get(l).kind != tirx.ForKind.THREAD_BINDING][-2:]
 
 
 @cuda_rule("rope", "token_lanes")
@@ -32,21 +34,15 @@ def rope_token_lanes(func, target):
     rotated q/k element and copied v element a lane."""
     sch = s_tir.Schedule(func, enable_check=False)
     schedule_children(sch, sch.get_sblock("token"), THREADS, {})
-    set_scope(sch, "cos_sin", "shared", 0)
-    set_scope(sch, "cos_sin", "shared", 1)
+    to_shared(sch, {"cos_sin": ("cs", "sn")})
     return sch
 
 
-# own loops of each flash child kept serial inside a lane (indices into its own loops)
-_PREFILL_SERIAL = {"score": (1,), "max": (0,), "sum": (0,), "pv": (0,)}
-_PREFILL_SHARED = {"load_q": 0, "load_k": 0, "load_v": 0, "score_init": 0, "init_stats": (0, 1),
-                   "max_init": 0, "alpha": 0}
-
-
-def _shared(sch, writers: dict) -> None:
-    for name, idx in writers.items():
-        for i in (idx if isinstance(idx, tuple) else (idx,)):
-            set_scope(sch, name, "shared", i)
+# own loops of each flash child kept serial inside a lane (indices into its own loops), and the
+# tiles in shared memory (writer block -> buffers): everything the lanes exchange
+_PREFILL_SERIAL: dict = {}
+_PREFILL_SHARED = {"load_q": ("qs",), "load_k": ("kt",), "load_v": ("vt",), "score": ("sc",),
+                   "init_stats": ("mx", "sm"), "max": ("al",)}
 
 
 @cuda_rule("attention_prefill", "flash_lanes")
@@ -57,25 +53,38 @@ def prefill_flash_lanes(func, target):
     if str(func.attrs.get(KEY_WALK_ATTR, "branch")) != "compact":
         return None
     sch = s_tir.Schedule(func, enable_check=False)
-    schedule_children(sch, sch.get_sblock("flash"), THREADS, _PREFILL_SERIAL)
-    _shared(sch, _PREFILL_SHARED)
+    rows, cols = _tile(sch, "init_acc")
+    chunk = chunk_for(rows, cols, THREADS)
+    acc = {"init_acc": ((), chunk), "rescale": ((), chunk), "pv": ((0,), chunk),
+           "store": ((), chunk)}
+    schedule_children(sch, sch.get_sblock("flash"), THREADS, _PREFILL_SERIAL, acc)
+    to_shared(sch, _PREFILL_SHARED)
     return sch
 
 
-_DECODE_SERIAL = {"score": (1,), "pv": (1,)}
-_DECODE_SHARED = {"load_q": 0, "load_k": 0, "load_v": 0, "score_init": 0, "init_stats": (0, 1),
-                  "max": (0, 1)}
+_DECODE_SERIAL: dict = {}
+_DECODE_SHARED = {"load_q": ("qs",), "load_k": ("kt",), "load_v": ("vt",), "score": ("sc",),
+                  "init_stats": ("mx", "sm"), "max": ("mn", "al"), "sum": ("sn",)}
 
 
 @cuda_rule("attention_decode", "split_lanes")
 def decode_split_lanes(func, target):
     """Flash-decoding: one block per (row, kv head, key split), the G query heads of the kv head
     together (k/v tiles loaded once for the group); then one block per (row, head) merging the
-    splits' partial softmax states."""
+    splits' partial softmax states. Declines the "tile" reduction form (build with
+    `schedules.kernel_options("attention_decode", target)`)."""
+    if str(func.attrs.get(REDUCE_ATTR, "tile")) != "registers":
+        return None
     sch = s_tir.Schedule(func, enable_check=False)
-    schedule_children(sch, sch.get_sblock("split"), THREADS, _DECODE_SERIAL)
-    _shared(sch, _DECODE_SHARED)
-    schedule_children(sch, sch.get_sblock("combine"), THREADS, {"combine_acc": (0,)})
+    rows, cols = _tile(sch, "init_acc")
+    chunk = chunk_for(rows, cols, THREADS)
+    acc = {"init_acc": ((), chunk), "rescale": ((), chunk), "pv": ((1,), chunk),
+           "store_acc": ((), chunk)}
+    schedule_children(sch, sch.get_sblock("split"), THREADS, _DECODE_SERIAL, acc)
+    to_shared(sch, _DECODE_SHARED)
+    chunk = chunk_for(1, _tile(sch, "combine_init")[-1], THREADS)
+    acc = {"combine_init": ((), chunk), "combine_acc": ((0,), chunk), "combine_out": ((), chunk)}
+    schedule_children(sch, sch.get_sblock("combine"), THREADS, {}, acc)
     return sch
 
 

@@ -53,26 +53,73 @@ def move_inside(sch: s_tir.Schedule, loops: list, serial: list) -> list:
     return keep
 
 
-def set_scope(sch: s_tir.Schedule, writer_name: str, scope: str, index: int = 0) -> None:
-    """Put the `index`-th buffer written by block `writer_name` in `scope` ("shared"/"local")."""
-    sch.set_scope(sch.get_sblock(writer_name), index, scope)
+def set_scope(sch: s_tir.Schedule, writer_name: str, buffer_name: str, scope: str) -> None:
+    """Put the buffer `buffer_name`, written by block `writer_name`, in `scope`."""
+    block = sch.get_sblock(writer_name)
+    names = [str(region.source.name) for region in sch.get(block).writes]
+    if buffer_name not in names:
+        raise ValueError(f"block {writer_name!r} writes {names}, not {buffer_name!r}")
+    sch.set_scope(block, names.index(buffer_name), scope)
 
 
-def schedule_children(sch: s_tir.Schedule, outer, threads: int, plan: dict[str, tuple]) -> None:
+def to_shared(sch: s_tir.Schedule, writers: dict[str, tuple[str, ...]]) -> None:
+    """set_scope(..., "shared") for each writer block name -> names of buffers it writes."""
+    for block_name, buffers in writers.items():
+        for buffer_name in buffers:
+            set_scope(sch, block_name, buffer_name, "shared")
+
+
+def chunk_for(rows: int, cols: int, threads: int) -> int:
+    """Columns per lane for a register accumulator [rows, cols] spread over at most `threads`
+    lanes: the smallest divisor c of `cols` with rows * cols / c <= threads."""
+    return next(c for c in range(1, cols + 1) if cols % c == 0 and rows * (cols // c) <= threads)
+
+
+def bind_accumulator(sch: s_tir.Schedule, loops: list, serial: list, threads: int,
+                     chunk: int) -> None:
+    """Lanes over (row, column chunk) of a register accumulator acc[row, col]: each lane owns
+    `chunk` adjacent columns of one row, the `serial` loops (a reduction) and its chunk inside.
+    Every lane index is a plain function of threadIdx.x, so TVM compacts the accumulator to the
+    lane's own `chunk` (per row loop) registers; a lane mapping through an outer serial part of a
+    fused loop would keep the whole tile per lane (local memory)."""
+    *rows, col = [l for l in loops if sch.get_sref(l) not in {sch.get_sref(s) for s in serial}]
+    col_outer, col_inner = sch.split(col, factors=[None, chunk])
+    sch.reorder(*rows, col_outer, *serial, col_inner)
+    fused = sch.fuse(*rows, col_outer) if rows else col_outer
+    _, lane = sch.split(fused, factors=[None, threads])
+    sch.bind(lane, "threadIdx.x")
+
+
+def schedule_children(sch: s_tir.Schedule, outer, threads: int, plan: dict[str, tuple],
+                      accumulators: dict[str, tuple] | None = None) -> None:
     """Bind `outer` to the grid and each child block to the lanes by `plan`:
-    name -> (number of own loops spread over lanes (outermost first), names of those to keep
-    serial innermost... given as indices into the own loops). A child not in `plan` has all its
-    own loops spread over the lanes; one with no own loops runs in every lane (uniform scalar
-    work into registers)."""
+    name -> indices (into the child's own loops, outermost first) of the loops kept serial,
+    innermost, inside each lane; the other own loops are fused and spread over the lanes. A child
+    not in `plan` has all its own loops spread over the lanes; one with no own loops runs in every
+    lane (uniform scalar work into registers). `accumulators`: name -> (serial indices, chunk)
+    for the children that touch a register accumulator (`bind_accumulator`)."""
     bind_grid(sch, outer)
     children = sch.get_child_blocks(outer)
+    accumulators = accumulators or {}
     for child in children:
         name = sch.get(child).name_hint
         loops = own_loops(sch, child, children)
         if not loops:
             continue
-        serial_idx = plan.get(name, ())
-        serial = [loops[i] for i in serial_idx]
+        if name in accumulators:
+            serial_idx, chunk = accumulators[name]
+            bind_accumulator(sch, loops, [loops[i] for i in serial_idx], threads, chunk)
+            continue
+        serial = [loops[i] for i in plan.get(name, ())]
         par = move_inside(sch, loops, serial)
         if par:
             bind_lanes(sch, child, par, threads)
+
+
+def bind_injective(sch: s_tir.Schedule, block, threads: int = 256) -> None:
+    """An elementwise root block: every output element a lane, `threads` lanes per block."""
+    loops = sch.get_loops(block)
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    grid, lane = sch.split(fused, factors=[None, threads])
+    sch.bind(grid, "blockIdx.x")
+    sch.bind(lane, "threadIdx.x")

@@ -1,14 +1,26 @@
-"""CUDA rule for the causal conv1d decode step (ir/conv.py): a lane per (row, channel), the K
-taps and the in-place state shift serial in the lane. The prefill conv is injective and goes
-through dlight's GPU rules."""
+"""CUDA rules for the causal conv1d (ir/conv.py). Prefill: every output element (and every
+element of the new state) a lane, its K taps read straight from global memory (consecutive
+lanes read consecutive channels: coalesced). Decode step: a lane per (row, channel), the K taps
+and the in-place state shift serial in the lane."""
 
 from __future__ import annotations
 
 from tvm import s_tir
 
 from ..registry import cuda_rule
+from .common import bind_injective
 
 THREADS = 256
+
+
+@cuda_rule("causal_conv1d", "element_lanes")
+def conv_element_lanes(func, target):
+    """y [b, L, C] and state [b, K, C]: one kernel each, an element per lane. (dlight's
+    fallback kept a tile of taps per thread and spilled 168-632 bytes on every arch.)"""
+    sch = s_tir.Schedule(func)
+    for name in ("y", "state"):
+        bind_injective(sch, sch.get_sblock(name), THREADS)
+    return sch
 
 
 @cuda_rule("causal_conv1d_step", "channel_lanes")

@@ -13,7 +13,7 @@ from hymba_compile.config import GLOBAL, SLIDING
 from hymba_compile.reference import apply_rope, attention, rope_cos_sin, rope_inv_freq, visible_keys
 from ir import attention as A
 from schedules import named_target, variants
-from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel
+from tests.kernels.helpers import POCL, TORCH_DTYPES, assert_close, cached_kernel, with_pocl
 
 CPU = named_target("cpu")
 BASES = st.sampled_from([10000.0, A.HYMBA_BASE, 500.0])
@@ -70,7 +70,7 @@ def test_inv_freq_table_matches_reference():
             assert torch.equal(ours, rope_inv_freq(dim, base)), (dim, base)
 
 
-@pytest.mark.parametrize("variant", variants("rope", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("rope", CPU)))
 @settings(max_examples=12, deadline=None)
 @given(shape=st.sampled_from(ROPE_SHAPES), length=st.integers(1, 12), base=BASES,
        start=st.integers(0, 3000), pad=st.integers(0, 3), seed=st.integers(0, 2**16))
@@ -110,7 +110,7 @@ def _prefill_reference(q, k, v, pads, window, num_meta):
     return attention(q, k, v, vis)
 
 
-@pytest.mark.parametrize("variant", variants("attention_prefill", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("attention_prefill", CPU)))
 @settings(max_examples=14, deadline=None)
 @given(shape=st.sampled_from(PREFILL_SHAPES), length=st.integers(1, 140), data=st.data(),
        seed=st.integers(0, 2**16))
@@ -130,7 +130,7 @@ def test_prefill(variant, shape, length, data, seed):
     assert_close(out, _prefill_reference(q, k, v, pads, window, num_meta), dtype)
 
 
-@pytest.mark.parametrize("variant", variants("attention_prefill", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("attention_prefill", CPU)))
 @settings(max_examples=10, deadline=None)
 @given(shape=st.sampled_from(PREFILL_SHAPES), length=st.integers(1, 140), data=st.data(),
        seed=st.integers(0, 2**16))
@@ -152,7 +152,7 @@ def test_prefill_queries_after_a_cached_prefix(variant, shape, length, data, see
     assert_close(out, ref, dtype)
 
 
-@pytest.mark.parametrize("variant", variants("attention_prefill", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("attention_prefill", CPU)))
 def test_prefill_skips_blocks_outside_the_window(variant):
     """Long sequence, small window: blocks far outside the window hold huge keys that would
     dominate (and overflow) the softmax if they were visited unmasked; the result still matches."""
@@ -181,8 +181,11 @@ def _decode_case(variant, kind, batch, heads, dq, dv, window, num_meta, length, 
     symbolic capacity and sizes the caches to exactly what the steps fill."""
     h, kv = heads
     t, tc = TORCH_DTYPES[dtype], TORCH_DTYPES[cache_dtype]
-    fill_variant, write_variant = (cache_variant if cache_variant in variants(family, CPU) else None
-                                   for family in ("kv_cache_fill", "kv_cache_write"))
+    if POCL in (variant, cache_variant):  # the whole chain as the CUDA kernels, on pocl
+        variant = fill_variant = write_variant = POCL
+    else:
+        fill_variant, write_variant = (cache_variant if cache_variant in variants(family, CPU)
+                                       else None for family in ("kv_cache_fill", "kv_cache_write"))
     g = torch.Generator().manual_seed(seed)
     sliding = kind == SLIDING
     cap = num_meta + window if sliding else (capacity or length + steps)
@@ -230,7 +233,7 @@ def _decode_case(variant, kind, batch, heads, dq, dv, window, num_meta, length, 
         next_pos = next_pos + 1
 
 
-@pytest.mark.parametrize("variant", variants("attention_decode", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("attention_decode", CPU)))
 @settings(max_examples=8, deadline=None)
 @given(shape=st.sampled_from(SLIDING_SHAPES), length=st.integers(1, 30), steps=st.integers(1, 12),
        data=st.data(), seed=st.integers(0, 2**16))
@@ -243,7 +246,7 @@ def test_decode_sliding(variant, shape, length, steps, data, seed):
                  dtype, cache_dtype, seed)
 
 
-@pytest.mark.parametrize("variant", variants("attention_decode", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("attention_decode", CPU)))
 @settings(max_examples=6, deadline=None)
 @given(shape=st.sampled_from(GLOBAL_SHAPES), length=st.integers(1, 50), steps=st.integers(1, 6),
        data=st.data(), seed=st.integers(0, 2**16))
@@ -274,7 +277,8 @@ def test_decode_hymba_window_wraps_many_times():
                  cache_dtype, 3)
 
 
-CACHE_VARIANTS = sorted(set(variants("kv_cache_fill", CPU)) | set(variants("kv_cache_write", CPU)))
+CACHE_VARIANTS = with_pocl(sorted(set(variants("kv_cache_fill", CPU))
+                                  | set(variants("kv_cache_write", CPU))))
 
 
 @pytest.mark.parametrize("cache_variant", CACHE_VARIANTS)

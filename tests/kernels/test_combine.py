@@ -22,7 +22,7 @@ from hymba_compile.reference import hybrid_combine, swiglu
 from ir.combine import gate_up_decode, gate_up_prefill, hybrid_combine_decode, norm_average
 from ir.linear import gemv, matmul
 from schedules import named_target, variants
-from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel
+from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel, with_pocl
 
 CPU = named_target("cpu")
 DTYPES = st.sampled_from(["float32", "bfloat16"])
@@ -50,7 +50,7 @@ def _check_ffn(y, x, gw, uw, dw):
     assert_close(y, expected, "float32", scale=2 * max(1.0, max(d_model, d_ff) / 100))
 
 
-@pytest.mark.parametrize("variant", variants("gate_up_gemv", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("gate_up_gemv", CPU)))
 @settings(max_examples=8, deadline=None)
 @given(batch=st.sampled_from([1, 2, 8]), shape=FFN_SHAPES, dtype=DTYPES, seed=st.integers(0, 2**16))
 @example(batch=1, shape=(64, 96), dtype="bfloat16", seed=0)
@@ -64,7 +64,7 @@ def test_swiglu_decode(variant, batch, shape, dtype, seed):
     _check_ffn(y, x, gw, uw, dw)
 
 
-@pytest.mark.parametrize("variant", variants("gate_up_matmul", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("gate_up_matmul", CPU)))
 @settings(max_examples=8, deadline=None)
 @given(rows=st.sampled_from([1, 4, 7, 33]), shape=FFN_SHAPES, dtype=DTYPES,
        seed=st.integers(0, 2**16))
@@ -95,7 +95,7 @@ def _check_mix(y, attn, ssm, w1, w2, ow):
 
 
 # scale: the two branch outputs at very different magnitudes (the norms make them comparable)
-@pytest.mark.parametrize("variant", variants("hybrid_combine_decode", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("hybrid_combine_decode", CPU)))
 @settings(max_examples=8, deadline=None)
 @given(batch=st.sampled_from([1, 3, 8]), shape=MIX_SHAPES, dtype=DTYPES,
        seed=st.integers(0, 2**16), scale=st.sampled_from([1e-2, 1.0, 30.0]))
@@ -110,7 +110,7 @@ def test_hybrid_combine_decode(variant, batch, shape, dtype, seed, scale):
     _check_mix(y, attn, ssm, w1, w2, ow)
 
 
-@pytest.mark.parametrize("variant", variants("norm_average", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("norm_average", CPU)))
 @settings(max_examples=8, deadline=None)
 @given(rows=st.sampled_from([1, 5, 40]), shape=MIX_SHAPES, dtype=DTYPES,
        seed=st.integers(0, 2**16), scale=st.sampled_from([1e-2, 1.0, 30.0]))

@@ -21,7 +21,7 @@ from hymba_compile.reference import causal_conv1d_step as step_ref
 from hymba_compile.reference import conv_state_after
 from ir.conv import causal_conv1d, causal_conv1d_step
 from schedules import named_target, variants
-from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel
+from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel, with_pocl
 
 CPU = named_target("cpu")
 CHANNELS = st.sampled_from([16, 48, 40])  # 40: not a multiple of the 16 vector lanes
@@ -40,7 +40,7 @@ def _own(t: torch.Tensor) -> torch.Tensor:
     return t.clone(memory_format=torch.contiguous_format)
 
 
-@pytest.mark.parametrize("variant", variants("causal_conv1d", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("causal_conv1d", CPU)))
 @settings(max_examples=10, deadline=None)
 @given(channels=CHANNELS, length=st.integers(1, 40), batch=st.integers(1, 2), dtype=DTYPES,
        seed=st.integers(0, 2**16), scale=st.sampled_from([0.1, 1.0, 5.0]))
@@ -71,7 +71,7 @@ def test_causal_conv1d_widths_and_weight_dtype(width, length, dtype, wdtype, see
     assert torch.equal(state, conv_state_after(x_ref, width).transpose(1, 2))
 
 
-@pytest.mark.parametrize("variant", variants("causal_conv1d", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("causal_conv1d", CPU)))
 @settings(max_examples=8, deadline=None)
 @given(channels=CHANNELS, before=st.integers(0, 9), length=st.integers(1, 12),
        batch=st.integers(1, 2), dtype=DTYPES, seed=st.integers(0, 2**16))
@@ -94,7 +94,7 @@ def test_causal_conv1d_continues_from_a_state(variant, channels, before, length,
     assert torch.equal(state, conv_state_after(x_ref, 4).transpose(1, 2))
 
 
-@pytest.mark.parametrize("variant", variants("causal_conv1d_step", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("causal_conv1d_step", CPU)))
 @settings(max_examples=10, deadline=None)
 @given(channels=CHANNELS, batch=st.integers(1, 3), dtype=DTYPES, seed=st.integers(0, 2**16),
        scale=st.sampled_from([0.1, 1.0, 5.0]))

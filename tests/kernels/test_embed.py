@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hymba_compile.reference import final_logits
 from ir.embed import embedding, lm_head_decode, lm_head_prefill
 from schedules import named_target, variants
-from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel
+from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel, with_pocl
 
 CPU = named_target("cpu")
 ID_DTYPES = {"int32": torch.int32, "int64": torch.int64}
@@ -22,7 +22,7 @@ VOCAB = st.sampled_from([1, 2, 7, 12, 97, 100, 129])
 DTYPES = st.sampled_from(["float32", "bfloat16"])
 
 
-@pytest.mark.parametrize("variant", variants("embedding", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("embedding", CPU)))
 @settings(max_examples=15, deadline=None)
 @given(vocab=VOCAB, hidden=HIDDEN, n=st.integers(1, 40), dtype=DTYPES,
        ids_dtype=st.sampled_from(["int32", "int64"]), widen=st.booleans(), seed=st.integers(0, 2**16))
@@ -37,7 +37,7 @@ def test_embedding(variant, vocab, hidden, n, dtype, ids_dtype, widen, seed):
     assert torch.equal(out, F.embedding(ids, table).to(out.dtype))
 
 
-@pytest.mark.parametrize("variant", variants("embedding", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("embedding", CPU)))
 def test_embedding_clamps_out_of_range_ids(variant):
     """Documented deviation from F.embedding (which raises): bad ids read the nearest valid row,
     never memory outside the table."""
@@ -71,7 +71,7 @@ def _check_logits(logits, h, norm_w, head_w, dtype):
     assert_close(logits, expected, dtype, scale=max(1.0, h.shape[1] ** 0.5))
 
 
-@pytest.mark.parametrize("variant", variants("lm_head_decode", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("lm_head_decode", CPU)))
 @settings(max_examples=15, deadline=None)
 @given(batch=st.integers(1, 8), hidden=HIDDEN, vocab=VOCAB, dtype=DTYPES,
        seed=st.integers(0, 2**16), scale=st.sampled_from([1e-3, 1.0, 30.0]))
@@ -82,7 +82,7 @@ def test_lm_head_decode(variant, batch, hidden, vocab, dtype, seed, scale):
     _check_logits(logits, h, norm_w, head_w, dtype)
 
 
-@pytest.mark.parametrize("variant", variants("lm_head_prefill", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("lm_head_prefill", CPU)))
 @settings(max_examples=15, deadline=None)
 @given(rows=st.integers(1, 40), hidden=HIDDEN, vocab=VOCAB, dtype=DTYPES,
        seed=st.integers(0, 2**16), scale=st.sampled_from([1e-3, 1.0, 30.0]))

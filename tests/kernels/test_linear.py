@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from hymba_compile.reference import linear
 from ir.linear import gemv, matmul
 from schedules import named_target, variants
-from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel
+from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel, with_pocl
 
 CPU = named_target("cpu")
 # (n_out, k): vector-width multiples, odd n, k with a tail, and the x_proj/dt_proj-like aspect
@@ -38,7 +38,7 @@ def _check(y, x, w, k):
     assert_close(y, linear(x, w), "float32", scale=max(1.0, k / 100))
 
 
-@pytest.mark.parametrize("variant", [v for v in variants("gemv", CPU) if v != "dlight"])
+@pytest.mark.parametrize("variant", with_pocl([v for v in variants("gemv", CPU) if v != "dlight"]))
 @settings(max_examples=14, deadline=None)
 @given(batch=st.sampled_from([1, 2, 3, 8]), shape=SHAPES, dtype=DTYPES, seed=st.integers(0, 2**16))
 @example(batch=1, shape=(64, 128), dtype="bfloat16", seed=0)
@@ -69,7 +69,7 @@ def test_gemv_dlight_declines_batch():
         cached_kernel(gemv, (2, 16, 32, "float32"), "dlight")
 
 
-@pytest.mark.parametrize("variant", variants("matmul", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("matmul", CPU)))
 @settings(max_examples=14, deadline=None)
 @given(rows=st.sampled_from([1, 3, 4, 17, 40]), shape=SHAPES, dtype=DTYPES,
        seed=st.integers(0, 2**16))

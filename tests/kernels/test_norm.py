@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hymba_compile.reference import add_rms_norm, rms_norm
 from ir.norm import add_rmsnorm, rmsnorm
 from schedules import named_target, variants
-from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel
+from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel, with_pocl
 
 CPU = named_target("cpu")
 # Widths of Hymba's norms (16: B/C, 100: dt, 1600, 3200) plus 33, which no vector width divides.
@@ -20,7 +20,7 @@ DIMS = st.sampled_from([16, 33, 100, 160, 1600, 3200])
 # boundary: one bf16 ulp, relative 2^-8 at most. atol x4: outputs reach a few units.
 
 
-@pytest.mark.parametrize("variant", variants("rmsnorm", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("rmsnorm", CPU)))
 @settings(max_examples=12, deadline=None)
 @given(dim=DIMS, rows=st.integers(1, 40), dtype=st.sampled_from(["float32", "bfloat16"]),
        seed=st.integers(0, 2**16), scale=st.sampled_from([1e-3, 1.0, 30.0]))
@@ -33,7 +33,7 @@ def test_rmsnorm(variant, dim, rows, dtype, seed, scale):
     assert_close(y, rms_norm(x, w, 1e-6), dtype, scale=4.0)
 
 
-@pytest.mark.parametrize("variant", variants("add_rmsnorm", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("add_rmsnorm", CPU)))
 @settings(max_examples=10, deadline=None)
 @given(dim=DIMS, rows=st.integers(1, 40), dtype=st.sampled_from(["float32", "bfloat16"]),
        seed=st.integers(0, 2**16))

@@ -32,7 +32,7 @@ from hymba_compile.reference import selective_state_update as update_ref
 from hymba_compile.reference import ssm_input_split as split_ref
 from ir.scan import selective_scan, selective_scan_chunked, selective_state_update, ssm_input_split
 from schedules import named_target, variants
-from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel
+from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel, with_pocl
 
 CPU = named_target("cpu")
 DTYPES = st.sampled_from(["float32", "bfloat16"])
@@ -69,18 +69,25 @@ def _prefill_inputs(g, batch, length, d, n, dtype, dt_shift):
 # Positional wrappers (cached_kernel keys on the builder and a tuple of its arguments), memoised:
 # parsing the TVMScript of a scan costs more than compiling it, and the variants share the IR.
 @functools.lru_cache(maxsize=None)
-def _scan(d, n, dtype, masked=False, a_log=False, tile=None, wdtype="float32"):
-    return selective_scan(d, n, dtype, masked=masked, a_log=a_log, tile=tile, wdtype=wdtype)
+def _scan(d, n, dtype, masked=False, a_log=False, tile=None, wdtype="float32", max_tile=64):
+    return selective_scan(d, n, dtype, masked=masked, a_log=a_log, tile=tile, wdtype=wdtype,
+                          max_tile=max_tile)
 
 
 @functools.lru_cache(maxsize=None)
-def _chunked(d, n, dtype, masked, a_log, chunk):
-    return selective_scan_chunked(d, n, dtype, masked=masked, a_log=a_log, chunk=chunk)
+def _chunked(d, n, dtype, masked, a_log, chunk, max_tile=64):
+    return selective_scan_chunked(d, n, dtype, masked=masked, a_log=a_log, chunk=chunk,
+                                  max_tile=max_tile)
 
 
 @functools.lru_cache(maxsize=None)
-def _update(d, n, dtype, a_log=False):
-    return selective_state_update(d, n, dtype, a_log=a_log)
+def _update(d, n, dtype, a_log=False, max_tile=64):
+    return selective_state_update(d, n, dtype, a_log=a_log, max_tile=max_tile)
+
+
+# the ir/ builder behind each wrapper: the pocl variant builds with that family's CUDA knobs
+BUILDER_OF = {_scan: selective_scan, _chunked: selective_scan_chunked,
+              _update: selective_state_update}
 
 
 def _check_prefill(builder, args, variant, data, wdtype="float32"):
@@ -95,7 +102,7 @@ def _check_prefill(builder, args, variant, data, wdtype="float32"):
     h0_ref = torch.randn(batch, d, n, generator=g) * data["h0_scale"]
     mask = torch.rand(batch, length, generator=g) < 0.7 if masked else None
     y, h = torch.empty_like(u), torch.empty(batch, n, d)
-    kernel = cached_kernel(builder, tuple(args), variant)
+    kernel = cached_kernel(builder, tuple(args), variant, BUILDER_OF[builder])
     kernel(u, delta, A, B, C, D, z, bias, _own(h0_ref.transpose(1, 2)),
            *([mask] if masked else []), y, h)
     tr = [v.transpose(1, 2) for v in (u, delta, B, C, z)]
@@ -114,14 +121,14 @@ PREFILL_DATA = dict(batch=st.integers(1, 2), length=st.integers(1, 40), seed=st.
                     h0_scale=st.sampled_from([0.0, 1.0]))
 
 
-@pytest.mark.parametrize("variant", variants("selective_scan", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("selective_scan", CPU)))
 @settings(max_examples=10, deadline=None)
 @given(shape=SHAPES, dtype=DTYPES, masked=st.booleans(), a_log=st.booleans(), **PREFILL_DATA)
 def test_selective_scan(variant, shape, dtype, masked, a_log, **data):
     _check_prefill(_scan, (*shape, dtype, masked, a_log), variant, data)
 
 
-@pytest.mark.parametrize("variant", variants("selective_scan_chunked", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("selective_scan_chunked", CPU)))
 @settings(max_examples=8, deadline=None)
 @given(shape=SHAPES, dtype=DTYPES, masked=st.booleans(), a_log=st.booleans(),
        chunk=st.sampled_from([1, 3, 8]), **PREFILL_DATA)
@@ -139,7 +146,7 @@ def test_selective_scan_tiles_and_weight_dtype(dtype, tile, wdtype, masked, **da
     _check_prefill(_scan, (64, 4, dtype, masked, False, tile, wdtype), None, data, wdtype)
 
 
-@pytest.mark.parametrize("variant", variants("selective_state_update", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("selective_state_update", CPU)))
 @settings(max_examples=10, deadline=None)
 @given(shape=SHAPES, dtype=DTYPES, a_log=st.booleans(), batch=st.integers(1, 3),
        seed=st.integers(0, 2**16), dt_shift=st.sampled_from([-3.0, 0.0, 22.0]))
@@ -156,7 +163,7 @@ def test_selective_state_update(variant, shape, dtype, a_log, batch, seed, dt_sh
     # a copy: with N = 1, transpose(1, 2).contiguous() would be a view of state_ref
     state = _own(state_ref.transpose(1, 2))
     y = torch.empty_like(x)
-    kernel = cached_kernel(_update, (d, n, dtype, a_log), variant)
+    kernel = cached_kernel(_update, (d, n, dtype, a_log), variant, BUILDER_OF[_update])
     kernel(state, x, dt, A, B, C, D, z, bias, y)
     assert_close(state.transpose(1, 2), new_ref, "float32", scale=4 * _mag(new_ref))  # in place
     assert_close(y, y_ref, dtype, scale=4 * _mag(y_ref))
@@ -190,7 +197,7 @@ def test_prefill_then_decode_continues_the_scan(prompt, steps, dtype, seed):
     assert_close(torch.cat(outs, 1), y_ref.transpose(1, 2), dtype, scale=4 * _mag(y_ref))
 
 
-@pytest.mark.parametrize("variant", variants("ssm_input_split", CPU))
+@pytest.mark.parametrize("variant", with_pocl(variants("ssm_input_split", CPU)))
 @settings(max_examples=10, deadline=None)
 @given(sizes=st.sampled_from([(100, 16), (8, 4), (3, 1)]), rows=st.integers(1, 40), dtype=DTYPES,
        norms=st.booleans(), seed=st.integers(0, 2**16), scale=st.sampled_from([1e-3, 1.0, 30.0]))
