@@ -128,9 +128,9 @@ def schedule(func: tvm.tirx.PrimFunc, target: tvm.target.Target,
     mod = tvm.IRModule({"main": func})
     if variant == UNSCHEDULED:
         return mod, UNSCHEDULED
-    if variant == DLIGHT:
-        return _dlight(mod, target), DLIGHT
     rules = registered(family, target)
+    if variant == DLIGHT and DLIGHT not in rules:  # GPU targets: TVM's stock dlight rules
+        return _dlight(mod, target), DLIGHT
     candidates = [variant] if variant is not None else list(rules)
     for name in candidates:
         sch = rules[name].fn(func, target)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from tvm import s_tir
 
 from ..registry import cpu_rule
-from .linear import _extent, finish, pick_lanes, gemm_block_loops, gemv_block, gemv_block_loops
+from .tiles import static_extent, finish, gemm_block_loops, gemv_block, gemv_block_loops, pick_lanes
 
 
 def row_sum_block(sch: s_tir.Schedule, block, lanes: int = 16, at=None):
@@ -25,7 +25,7 @@ def row_sum_block(sch: s_tir.Schedule, block, lanes: int = 16, at=None):
     drops the tail predicate of the split (TVM 0.27; the rf block then reads past the row). So
     lanes is the widest of 16, 8, 4 dividing k, and an odd k stays a scalar reduction."""
     k = sch.get_loops(block)[-1]
-    k_ext = _extent(sch, k)
+    k_ext = static_extent(sch, k)
     if at is not None:
         lanes = pick_lanes(k_ext, lanes) if k_ext is not None else lanes
         # a row of one vector or less: the split's outer loop has extent 1 and compute_at drops
@@ -51,7 +51,7 @@ def row_sum_block(sch: s_tir.Schedule, block, lanes: int = 16, at=None):
 
 def _vectorize_inner(sch: s_tir.Schedule, block, lanes: int = 16) -> None:
     inner = sch.get_loops(block)[-1]
-    ext = _extent(sch, inner)
+    ext = static_extent(sch, inner)
     if ext is not None and ext <= lanes:
         sch.vectorize(inner)
         return
@@ -82,7 +82,7 @@ def hybrid_combine_rows(func, target):
         row_sum_block(sch, sch.get_sblock(name))
     _vectorize_inner(sch, sch.get_sblock("fused"))
     y = sch.get_sblock("y")
-    batch, n, k = (_extent(sch, loop) for loop in sch.get_loops(y))
+    batch, n, k = (static_extent(sch, loop) for loop in sch.get_loops(y))
     gemv_block(sch, y, batch, k, n)
     return sch
 
@@ -103,10 +103,10 @@ def gate_up_rows(func, target):
     into one parallel row loop together with the silu * mul epilogue."""
     sch = s_tir.Schedule(func)
     gate, up, h = (sch.get_sblock(name) for name in ("gate", "up", "h"))
-    batch, n, k = (_extent(sch, loop) for loop in sch.get_loops(gate))
+    batch, n, k = (static_extent(sch, loop) for loop in sch.get_loops(gate))
     tg = gemv_block_loops(sch, gate, batch, k, n, k_tail=False)
     tu = gemv_block_loops(sch, up, batch, k, n, k_tail=False)
-    rows = _extent(sch, tg.unroll[1])
+    rows = static_extent(sch, tg.unroll[1])
     hl = _split_like(sch, h, None, [None, rows], ("jb", "i", "ji"))
     outer = sch.merge(tg.outer, tu.outer, hl["jb"])
     tg.outer = tu.outer = outer
@@ -120,13 +120,13 @@ def gate_up_tiles(func, target):
     block / row-tile / column-tile loops merged, the epilogue on the finished 6x4 tile."""
     sch = s_tir.Schedule(func)
     gate, up, h = (sch.get_sblock(name) for name in ("gate", "up", "h"))
-    _, n, k = (_extent(sch, loop) for loop in sch.get_loops(gate))
+    _, n, k = (static_extent(sch, loop) for loop in sch.get_loops(gate))
     tg, (gio, gjb) = gemm_block_loops(sch, gate, n, k, k_tail=False)
     tu, (uio, ujb) = gemm_block_loops(sch, up, n, k, k_tail=False)
     # the epilogue tiled like the reductions (read back from the rf layout's tile sizes)
-    mr = _extent(sch, tg.unroll[0])
-    nr = _extent(sch, tg.unroll[1])
-    per_block = _extent(sch, gjb)
+    mr = static_extent(sch, tg.unroll[0])
+    nr = static_extent(sch, tg.unroll[1])
+    per_block = static_extent(sch, gjb)
     hl = _split_like(sch, h, [None, mr], [None, per_block, nr], ("jo", "io", "jb", "ii", "ji"))
     # gate and up live one tile at a time: index them by tile offsets so that they compact
     # to mr x nr (a stack array) instead of an m-sized heap buffer allocated per tile

@@ -15,7 +15,8 @@ from __future__ import annotations
 from tvm import s_tir
 
 from ..registry import cpu_rule
-from .norm import divisor, schedule_norm_rows
+from .rows import divisor, schedule_norm_rows
+from .tiles import gemm_block
 
 
 def _blocks(sch):
@@ -119,11 +120,9 @@ def lm_head_gemv(func, target):
 @cpu_rule("lm_head_prefill", "tiles")
 def lm_head_gemm_tiles(func, target):
     """Ours: the norm over rows in parallel, then the head GEMM with the linear family's
-    register-tiled schedule (`schedules.cpu.linear.gemm_block`: 6 positions x 3 weight rows x
+    register-tiled schedule (`schedules.cpu.tiles.gemm_block`: 6 positions x 3 weight rows x
     8 lanes of accumulators, blocks of weight rows in parallel, the position tail peeled off);
     the bf16 weights widened in registers, each widening shared by 6 positions."""
-    from .linear import gemm_block  # the linear family's GEMM (same y = x @ w^T structure)
-
     sch = s_tir.Schedule(func)
     b = _blocks(sch)
     schedule_norm_rows(sch, [b["xn_ss"], b["xn"]], parallel=True)

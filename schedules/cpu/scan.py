@@ -15,7 +15,7 @@ from __future__ import annotations
 from tvm import s_tir
 
 from ..registry import cpu_rule
-from .conv import set_loop_kind
+from .common import set_loop_kind
 
 
 def _vectorize_inner(sch, name: str, unroll_outer: bool = False) -> None:
