@@ -30,7 +30,7 @@ import torch
 import tvm
 import tvm_ffi
 from tvm import tirx
-from tvm.ir.expr import Call
+from tvm.ir.expr import Call, TensorLoad
 from tvm.tirx.buffer import BufferType
 from tvm.tirx.build import codegen_build, split_host_device_mods
 
@@ -420,6 +420,12 @@ def evaluate(expr, env: dict, lets: dict | None = None):
         return _cast(_dtype(expr), ev(expr.value))
     if kind is tirx.Let:
         return evaluate(expr.body, {**env, expr.var: ev(expr.value)}, lets)
+    if kind in (tirx.BufferLoad, TensorLoad):  # env[("buffer", name)]: values read in an extent
+        buffer = expr.buffer if kind is tirx.BufferLoad else expr.source
+        name = str(buffer.name)
+        if ("buffer", name) not in env:
+            raise ValueError(f"buffer {name!r} is read in the expression; give its values")
+        return env[("buffer", name)][tuple(ev(i) for i in expr.indices)]
     op = _op_name(expr)
     if op == "tirx.if_then_else":
         return ev(expr.args[1]) if ev(expr.args[0]) else ev(expr.args[2])
