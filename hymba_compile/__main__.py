@@ -221,13 +221,12 @@ def cmd_compile(args) -> int:
     from .errors import HymbaError
     from .model import load_config, resolve_dtype
     from .program import ProgramSpec
+    from .targets import gpu_program_refusal, is_cpu_target
 
     config, _ = load_config(args.model)
     dtype = str(resolve_dtype(args.dtype, config)).replace("torch.", "")
-    if args.target != "cpu" and not args.target.startswith("cpu:"):
-        raise HymbaError(f"target {args.target!r}: the whole-model program compiles for the CPU only "
-                         "for now; 17 kernels (attention, scan, cache writes) have no GPU schedule yet "
-                         "(tests/kernels/test_cuda_codegen.py lists them)")
+    if not is_cpu_target(args.target):
+        raise HymbaError(gpu_program_refusal(args.target))
     try:
         spec = ProgramSpec(config, dtype, args.decode_batches)
     except ValueError as e:

@@ -178,11 +178,10 @@ def compiled_backend(config: HymbaConfig, params: dict[str, torch.Tensor], dtype
     from .artifacts import ensure_compiled, load_executable  # noqa: PLC0415 - tvm is heavy
     from .program import ProgramSpec  # noqa: PLC0415
     from .runtime import CompiledRuntime  # noqa: PLC0415
+    from .targets import gpu_program_refusal, is_cpu_target  # noqa: PLC0415
 
-    if target != "cpu" and not target.startswith("cpu:"):
-        raise HymbaError(f"the tvm backend runs on the CPU only for now (target {target!r}): the "
-                         "attention, scan and cache kernels have no GPU schedules yet; "
-                         "`python -m hymba_compile compile --target cuda:sm_XX` is refused likewise")
+    if not is_cpu_target(target):
+        raise HymbaError(gpu_program_refusal(target))
     name = "bfloat16" if dtype == torch.bfloat16 else "float32"
     try:
         spec = ProgramSpec(config, name, tuple(decode_batches or (1, 2, 4, 8)))

@@ -9,6 +9,7 @@ from tvm.target import codegen
 
 # NVIDIA architectures the project compiles for (nvcc 13 refuses sm_70 and older).
 CUDA_ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
+MIN_CUDA_ARCH = 75
 
 
 def host_mcpu() -> str:
@@ -22,8 +23,12 @@ def named_target(name: str = "cpu") -> tvm.target.Target:
         return tvm.target.Target({"kind": "llvm", "mcpu": host_mcpu()})
     if name.startswith("cpu:"):
         return tvm.target.Target({"kind": "llvm", "mcpu": name.split(":", 1)[1]})
-    match = re.fullmatch(r"cuda:(sm_\d+a?)", name)
+    match = re.fullmatch(r"cuda:(sm_(\d+)a?)", name)
     if match:
+        if int(match.group(2)) < MIN_CUDA_ARCH:
+            raise ValueError(f"target {name!r}: architectures before sm_{MIN_CUDA_ARCH} are not "
+                             f"supported (nvcc 13 dropped them); the project builds "
+                             f"{', '.join(CUDA_ARCHS)}")
         return tvm.target.Target({"kind": "cuda", "arch": match.group(1),
                                   "max_num_threads": 1024, "thread_warp_size": 32,
                                   "max_shared_memory_per_block": 49152})

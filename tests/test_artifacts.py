@@ -95,5 +95,11 @@ def test_compile_cli_builds_then_reports_cached(tmp_path, capsys):
 
 
 def test_compile_cli_refuses_gpu_targets_with_the_reason(capsys):
+    """The kernel layer's state comes from schedules.coverage (all scheduled); the refusal is
+    about the program, which runs on the CPU only for now."""
     assert main(["compile", "--model", "tiny", "--target", "cuda:sm_90"]) == 2
-    assert "no GPU schedule" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "every kernel has a cuda:sm_90 schedule" in err
+    assert "the whole-model program and its runtime run on the CPU only" in err
+    assert main(["compile", "--model", "tiny", "--target", "cuda:sm_7"]) == 2
+    assert "architectures before sm_75 are not supported" in capsys.readouterr().err
