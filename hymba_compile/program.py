@@ -77,6 +77,7 @@ class _Kernels:
         self.gvars: dict[str, relax.GlobalVar] = {}
         self.chosen: dict[str, str] = {}
         self.on_kernel = on_kernel
+        self.built: dict = {}  # (builder, args, kwargs) -> PrimFunc: each layer asks again
 
     def __call__(self, func: tirx.PrimFunc) -> relax.GlobalVar:
         symbol = str(func.attrs["global_symbol"])
@@ -104,8 +105,12 @@ class _Builder:
 
     def kernel(self, builder, *args, **kwargs) -> tirx.PrimFunc:
         """builder(*args, **kwargs) with the target's knobs (`schedules.options`): block sizes,
-        splits, scan tile and chunk as the target's schedules expect."""
-        return build_for(builder, args, self.k.target, **kwargs)
+        splits, scan tile and chunk as the target's schedules expect. Built once per program
+        (TVMScript parsing is most of the time of `build_program`)."""
+        key = (builder, args, tuple(sorted(kwargs.items())))
+        if key not in self.k.built:
+            self.k.built[key] = build_for(builder, args, self.k.target, **kwargs)
+        return self.k.built[key]
 
     def w(self, name: str) -> relax.Expr:
         if name not in self._loaded:

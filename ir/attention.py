@@ -227,8 +227,10 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
     skips the invisible ones with a branch, and masks only blocks not wholly visible (the CPU
     form); "compact" loops over the visited blocks only (the meta blocks, then the window's), sums
     each score in a register and masks it as it is stored, so the loop body has no branch and
-    writes each score once: the form for a GPU, where a branch around shared-memory tiles would
-    need barriers under a condition and an accumulation in the shared tile a barrier per step."""
+    writes each score once, and takes the G query heads of a kv head in one block (G x block_q
+    rows per step: each k/v tile serves the group): the form for a GPU, where a branch around
+    shared-memory tiles would need barriers under a condition and an accumulation in the shared
+    tile a barrier per step."""
     check_dtype(dtype)
     G = _check_heads(num_heads, num_kv_heads)
     B, H, KV, DQ, DV, M = batch, num_heads, num_kv_heads, qk_dim, v_dim, num_meta
@@ -287,6 +289,24 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
             return causal
         return tirx.all(causal, tirx.any(i - j <= W, j < p + M))
 
+    # rows of a thread block: the "branch" form takes one query head's BQ queries; the
+    # "compact" (GPU) form the G query heads of a kv head together (RQ = G * BQ rows: row ii is
+    # head vh * G + ii // BQ at query vq * BQ + ii % BQ), so each k/v tile serves all G heads
+    GH = G if compact else 1
+    RQ = GH * BQ
+
+    def qhead(vh, ii):
+        return vh if GH == 1 else vh * GH + ii // BQ
+
+    def qoff(ii):  # the row's query within the query block
+        return ii if GH == 1 else ii % BQ
+
+    def qpos(vq, ii):
+        return vq * BQ + qoff(ii)
+
+    def kvhead(vh):
+        return vh // G if GH == 1 else vh
+
     def steps(pads, vb, vq, S, Sq):  # the key loop's range for query block vq of row vb
         return walk(row_start(pads, vb), S - Sq + vq * BQ, block_end(vq, S, Sq))[:2]
 
@@ -302,45 +322,45 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
         v = T.match_buffer(v_h, (B, KV, S, DV), dtype)
         pads = T.match_buffer(pads_h, (B,), "int32")
         out = T.match_buffer(out_h, (B, Sq, H * DV), dtype)
-        for b, h, qb in T.grid(T.int64(B), T.int64(H), (Sq + BQ - 1) // BQ):
+        for b, h, qb in T.grid(T.int64(B), T.int64(H // GH), (Sq + BQ - 1) // BQ):
             with T.sblock("flash"):
                 vb, vh, vq = T.axis.remap("SSS", [b, h, qb])
-                qs = T.sblock_alloc_buffer((DQ, BQ), "float32", scope="local")  # q^T * scale
+                qs = T.sblock_alloc_buffer((DQ, RQ), "float32", scope="local")  # q^T * scale
                 kt = T.sblock_alloc_buffer((BK, DQ), "float32", scope="local")
                 vt = T.sblock_alloc_buffer((BK, DV), "float32", scope="local")
-                sc = T.sblock_alloc_buffer((BK, BQ), "float32", scope="local")  # scores, then p
-                acc = T.sblock_alloc_buffer((BQ, DV), "float32", scope="local")
-                mx = T.sblock_alloc_buffer((BQ,), "float32", scope="local")
-                mn = T.sblock_alloc_buffer((BQ,), "float32", scope="local")
-                sm = T.sblock_alloc_buffer((BQ,), "float32", scope="local")
-                al = T.sblock_alloc_buffer((BQ,), "float32", scope="local")
-                for ii in range(BQ):
+                sc = T.sblock_alloc_buffer((BK, RQ), "float32", scope="local")  # scores, then p
+                acc = T.sblock_alloc_buffer((RQ, DV), "float32", scope="local")
+                mx = T.sblock_alloc_buffer((RQ,), "float32", scope="local")
+                mn = T.sblock_alloc_buffer((RQ,), "float32", scope="local")
+                sm = T.sblock_alloc_buffer((RQ,), "float32", scope="local")
+                al = T.sblock_alloc_buffer((RQ,), "float32", scope="local")
+                for ii in range(RQ):
                     with T.sblock("init_stats"):
                         mx[ii] = T.float32(NEG)
                         sm[ii] = T.float32(0)
-                for ii, e in T.grid(BQ, DV):
+                for ii, e in T.grid(RQ, DV):
                     with T.sblock("init_acc"):
                         acc[ii, e] = T.float32(0)
-                for d, ii in T.grid(DQ, BQ):
+                for d, ii in T.grid(DQ, RQ):
                     with T.sblock("load_q"):
                         qs[d, ii] = T.float32(scale) * T.Cast(
-                            "float32", q[vb, vh, T.min(vq * BQ + ii, Sq - 1), d])
+                            "float32", q[vb, qhead(vh, ii), T.min(qpos(vq, ii), Sq - 1), d])
                 # the key blocks holding a key visible to the block's queries (`walk`)
                 for tc in range(steps(pads, vb, vq, S, Sq)[0], steps(pads, vb, vq, S, Sq)[1]):
                     if block_visited(blk(tc, pads, vb, vq, S, Sq) * BK, S - Sq + vq * BQ,
                                      row_start(pads, vb)):
                         for jj, d in T.grid(BK, DQ):
                             with T.sblock("load_k"):
-                                kt[jj, d] = T.Cast("float32", k[vb, vh // G,
+                                kt[jj, d] = T.Cast("float32", k[vb, kvhead(vh),
                                                                 key(blk(tc, pads, vb, vq, S, Sq), jj, S), d])
                         for jj, e in T.grid(BK, DV):
                             with T.sblock("load_v"):
-                                vt[jj, e] = T.Cast("float32", v[vb, vh // G,
+                                vt[jj, e] = T.Cast("float32", v[vb, kvhead(vh),
                                                                 key(blk(tc, pads, vb, vq, S, Sq), jj, S), e])
                         if compact:
                             # one pass: each score summed in a register, then masked (no
                             # stores to the shared tile inside the head-dim loop)
-                            for jj, ii in T.grid(BK, BQ):
+                            for jj, ii in T.grid(BK, RQ):
                                 with T.sblock("score"):
                                     dot = T.sblock_alloc_buffer((1,), "float32", scope="local")
                                     dot[0] = T.float32(0)
@@ -348,26 +368,26 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
                                         dot[0] = dot[0] + kt[jj, d] * qs[d, ii]
                                     sc[jj, ii] = T.Select(
                                         visible(T.Cast("int32", blk(tc, pads, vb, vq, S, Sq) * BK)
-                                                + jj, T.Cast("int32", S - Sq + vq * BQ) + ii,
+                                                + jj, T.Cast("int32", S - Sq + vq * BQ) + qoff(ii),
                                                 pads[vb]),
                                         dot[0], T.float32(NEG))
                         else:
-                            for jj, ii in T.grid(BK, BQ):
+                            for jj, ii in T.grid(BK, RQ):
                                 with T.sblock("score_init"):
                                     sc[jj, ii] = T.float32(0)
-                            for jj, d, ii in T.grid(BK, DQ, BQ):
+                            for jj, d, ii in T.grid(BK, DQ, RQ):
                                 with T.sblock("score"):
                                     sc[jj, ii] = sc[jj, ii] + kt[jj, d] * qs[d, ii]
                             if not block_full(blk(tc, pads, vb, vq, S, Sq) * BK, S - Sq + vq * BQ,
                                               block_end(vq, S, Sq), row_start(pads, vb)):
-                                for jj, ii in T.grid(BK, BQ):
+                                for jj, ii in T.grid(BK, RQ):
                                     with T.sblock("mask"):
                                         sc[jj, ii] = T.Select(
                                             visible(T.Cast("int32", blk(tc, pads, vb, vq, S, Sq) * BK) + jj,
-                                                    T.Cast("int32", S - Sq + vq * BQ) + ii, pads[vb]),
+                                                    T.Cast("int32", S - Sq + vq * BQ) + qoff(ii), pads[vb]),
                                             sc[jj, ii], T.float32(NEG))
                         if compact:  # running max and sum in a register per query
-                            for ii in range(BQ):
+                            for ii in range(RQ):
                                 with T.sblock("max"):
                                     run = T.sblock_alloc_buffer((1,), "float32", scope="local")
                                     run[0] = mx[ii]
@@ -377,23 +397,23 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
                                     mx[ii] = run[0]
                                     sm[ii] = sm[ii] * al[ii]
                         else:
-                            for ii in range(BQ):
+                            for ii in range(RQ):
                                 with T.sblock("max_init"):
                                     mn[ii] = mx[ii]
-                            for jj, ii in T.grid(BK, BQ):
+                            for jj, ii in T.grid(BK, RQ):
                                 with T.sblock("max"):
                                     mn[ii] = T.max(mn[ii], sc[jj, ii])
-                            for ii in range(BQ):
+                            for ii in range(RQ):
                                 with T.sblock("alpha"):
                                     al[ii] = exp_f32(mx[ii] - mn[ii])
                                     mx[ii] = mn[ii]
                                     sm[ii] = sm[ii] * al[ii]
-                        for jj, ii in T.grid(BK, BQ):
+                        for jj, ii in T.grid(BK, RQ):
                             with T.sblock("prob"):
                                 sc[jj, ii] = T.Select(sc[jj, ii] > T.float32(NEG_HALF),
                                                       exp_f32(sc[jj, ii] - mx[ii]), T.float32(0))
                         if compact:
-                            for ii in range(BQ):
+                            for ii in range(RQ):
                                 with T.sblock("sum"):
                                     tot = T.sblock_alloc_buffer((1,), "float32", scope="local")
                                     tot[0] = sm[ii]
@@ -401,19 +421,19 @@ def attention_prefill(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int
                                         tot[0] = tot[0] + sc[jj, ii]
                                     sm[ii] = tot[0]
                         else:
-                            for jj, ii in T.grid(BK, BQ):
+                            for jj, ii in T.grid(BK, RQ):
                                 with T.sblock("sum"):
                                     sm[ii] = sm[ii] + sc[jj, ii]
-                        for ii, e in T.grid(BQ, DV):
+                        for ii, e in T.grid(RQ, DV):
                             with T.sblock("rescale"):
                                 acc[ii, e] = acc[ii, e] * al[ii]
-                        for jj, ii, e in T.grid(BK, BQ, DV):
+                        for jj, ii, e in T.grid(BK, RQ, DV):
                             with T.sblock("pv"):
                                 acc[ii, e] = acc[ii, e] + sc[jj, ii] * vt[jj, e]
-                for ii, e in T.grid(BQ, DV):
+                for ii, e in T.grid(RQ, DV):
                     with T.sblock("store"):
-                        if vq * BQ + ii < Sq:
-                            out[vb, vq * BQ + ii, vh * DV + e] = T.Cast(dtype, T.Select(
+                        if qpos(vq, ii) < Sq:
+                            out[vb, qpos(vq, ii), qhead(vh, ii) * DV + e] = T.Cast(dtype, T.Select(
                                 sm[ii] > T.float32(0), acc[ii, e] / sm[ii], T.float32(0)))
 
     kind = f"sw{W}_m{M}" if sliding else "global"

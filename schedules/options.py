@@ -3,9 +3,10 @@ and algorithm. One place, so that the program, the tests and the benches build a
 target the way that target's schedules expect (builder defaults are the CPU's).
 
 CPU: the builders' defaults (measured on the CPU: ir/ docstrings). CUDA:
-- attention_prefill: 32 x 32 query/key tiles (the tiles of one step, q^T, k, v and the scores,
-  are 36 KiB of shared memory at head dims 64/128, under the 48 KiB static limit) and the
-  "compact" key walk (no branch around the shared tiles);
+- attention_prefill: the "compact" key walk (no branch around the shared tiles; the G = 5 query
+  heads of a kv head in one thread block), 16 queries x 16 keys per step: the tiles of one step
+  (q^T for 80 rows, k, v, the scores) are 37 KiB of shared memory at head dims 64/128, under the
+  48 KiB static limit;
 - attention_decode: 16 key splits (batch 1 has KV x 16 = 80 blocks at Hymba size), 32-key blocks,
   scores, running max and sum reduced in registers (no shared-memory accumulation);
 - scans: channel tiles of at most 32 (one warp per block: 100 blocks per row at d_inner 3200), the
@@ -36,7 +37,7 @@ BUILDER_FAMILY = {
 }
 
 _CUDA = {
-    "attention_prefill": {"block_q": 32, "block_k": 32, "key_walk": "compact"},
+    "attention_prefill": {"block_q": 16, "block_k": 16, "key_walk": "compact"},
     "attention_decode": {"splits": 16, "block_k": 32, "reduce_in": "registers"},
     "selective_scan": {"max_tile": 32},
     "selective_scan_chunked": {"max_tile": 32, "chunk": 64},
