@@ -100,9 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks against eager PyTorch, measured in the same run")
     bench_sub = bench.add_subparsers(dest="what", required=True, parser_class=_Parser)
     bk = bench_sub.add_parser("kernels", help="every kernel at Hymba-1.5B sizes vs its eager baseline")
-    bk.add_argument("--json", default=None, help="write the results as a JSON list to this file")
+    bk.add_argument("--json", "--out", dest="json", default=None,
+                    help="write the results as a JSON list to this file (with --dry, default "
+                         "bench/results/cuda-kernels.json)")
     bk.add_argument("--only", nargs="*", default=None, help="run the cases whose name contains one of these")
     bk.add_argument("--repeat", type=_non_negative_int, default=7, help="timed batches per side (median)")
+    bk.add_argument("--target", default="cpu",
+                    help="cpu (timed against eager PyTorch) or cuda:sm_XX (with --dry)")
+    bk.add_argument("--dry", action="store_true",
+                    help="CUDA without a GPU: per case the resolved schedule variant, ptxas "
+                         "resources, launches, bytes and FLOPs per call, and the error on pocl")
+    bk.add_argument("--no-pocl", action="store_true",
+                    help="with --dry: skip the numerical check on pocl")
 
     bm = bench_sub.add_parser("model", help="end-to-end decode and prefill vs eager and torch.compile")
     bm.add_argument("--json", default=None, help="write the results as a JSON list to this file")
@@ -265,10 +274,30 @@ def cmd_bench(args) -> int:
     from .bench import kernels
 
     if args.what == "kernels":
-        rows = kernels.run(only=args.only, repeat=max(args.repeat, 1), json_out=args.json)
-        if not rows:
-            from .errors import InputError
+        from .errors import InputError
 
+        cpu = args.target == "cpu" or args.target.startswith("cpu:")
+        if args.dry and cpu:
+            raise InputError("--dry is for CUDA targets: --target cuda:sm_XX")
+        if cpu and args.target != "cpu":
+            raise InputError("the CPU kernel bench runs on this machine's CPU: --target cpu")
+        if not cpu and not args.dry:
+            raise InputError(f"timing on {args.target} needs a GPU runner; without one, "
+                             f"--dry reports the CUDA kernels' resources and work")
+        if args.dry:
+            from schedules import named_target
+
+            from .bench import cuda_kernels
+
+            try:
+                named_target(args.target)
+            except ValueError as e:  # an unknown target name
+                raise InputError(str(e)) from None
+            rows = cuda_kernels.run(args.target, only=args.only, json_out=args.json,
+                                    check=not args.no_pocl)
+        else:
+            rows = kernels.run(only=args.only, repeat=max(args.repeat, 1), json_out=args.json)
+        if not rows:
             raise InputError(f"no benchmark case matches {args.only}")
     elif args.what == "model":
         from .bench import model as model_bench

@@ -26,8 +26,8 @@ import tvm_ffi
 
 from ir.common import KERNEL_ATTR
 from schedules import named_target
+from schedules.target import CUDA_ARCHS
 
-ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90", "sm_100", "sm_120")
 # nvcc warnings TVM's code triggers by the hundred: 177 unused variable (CSE leftovers), 1046
 # float literal not exactly representable (TVM prints hex doubles with an 'f' suffix).
 _QUIET = ["-diag-suppress=177,1046"]
@@ -78,9 +78,9 @@ def nvcc_version(nvcc: str | None = None) -> str:
 
 
 def supported_archs(nvcc: str | None = None) -> list[str]:
-    """Those of ARCHS this nvcc compiles for (`nvcc --list-gpu-arch`), in ARCHS order."""
+    """Those of CUDA_ARCHS this nvcc compiles for (`nvcc --list-gpu-arch`), in that order."""
     listed = set(_ask(_nvcc(nvcc), "--list-gpu-arch").split())
-    return [a for a in ARCHS if "compute_" + a[3:] in listed]
+    return [a for a in CUDA_ARCHS if "compute_" + a[3:] in listed]
 
 
 # --------------------------------------------------------------------------- TVM lowering

@@ -59,13 +59,16 @@ def causal_conv1d(channels: int, width: int = 4, dtype: str = "float32",
     def tap(b, t, c, k):
         return raw(b, t + (k - k_ + 1), c, f32) * f32(w[k, c])
 
-    def out(b, t, c):
+    def pre(b, t, c):
         acc = f32(bias[c])
         for k in range(k_):  # the K taps written out: an injective block that vectorises
             acc = acc + tap(b, t, c, k)
-        return silu_cast(acc, dtype)
+        return acc
 
-    y = te.compute((batch, n, channels), out, name="y")
+    # the pre-activation as its own block ("taps"): CPU rules inline it into y (one expression
+    # that vectorises), the GPU rule keeps it in a register so SiLU does not repeat the sum
+    taps = te.compute((batch, n, channels), pre, name="taps")
+    y = te.compute((batch, n, channels), lambda b, t, c: silu_cast(taps[b, t, c], dtype), name="y")
     state = te.compute((batch, k_, channels), lambda b, k, c: raw(b, n + (k - k_), c), name="state")
     inputs = [x, w, bias] + ([prior] if with_state else [])
     func = te.create_prim_func([*inputs, y, state])

@@ -1,7 +1,20 @@
 """`python -m hymba_compile bench kernels`: every kernel at Hymba-1.5B dimensions against its
 eager PyTorch baseline, in the same run.
 
-A case module in `hymba_compile/bench/kernel_cases/` defines `cases() -> list[KernelCase]`.
+A case module in `hymba_compile/bench/kernel_cases/` defines `cases() -> list[KernelCase]`. Each
+case also names the PrimFuncs it runs (`kernels`: builder and arguments, plus a small static
+size for numerical checks) and its work per call (`bytes_moved`, `flops`), which
+`bench kernels --target cuda:sm_XX --dry` (bench/cuda_kernels.py) reports without a GPU and a
+GPU run turns into GB/s and TFLOP/s.
+
+Conventions for the work per call, computed from the case's shapes and dtypes:
+- bytes_moved: every input read once plus every output written once, at its dtype (a buffer
+  updated in place counts twice; a cache or table counts only the rows the call touches; a case
+  of two kernels counts the intermediate written and read back);
+- flops: multiply-adds count 2; the other arithmetic of norms, activations and recurrences is
+  counted per element and operation as written in ir/ (exp, rsqrt, division count 1 each);
+  attention counts its two matmuls over the visible (query, key) pairs only, as FlashAttention
+  reports it (2 * pairs * (dq + dv) * heads).
 """
 
 from __future__ import annotations
@@ -25,7 +38,22 @@ class Prepared:
 
     ours: Callable[[], torch.Tensor]
     baseline: Callable[[], torch.Tensor]
-    bytes_moved: int = 0  # bytes read + written by one call, for memory-bound kernels
+
+
+@dataclass(frozen=True)
+class KernelCall:
+    """One PrimFunc a case runs: builder(*args, **kwargs) at Hymba-1.5B size (built with a
+    target's knobs by `schedules.options.build_for`; explicit kwargs win). For numerical checks
+    the same builder runs at `small_args` (None: `args`) with the symbolic dims set by `dims`
+    (var name -> size; others 3) and inputs drawn uniformly from `ranges` (param name ->
+    (low, high); floats default to a standard normal, ints to 0)."""
+
+    builder: Callable
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+    small_args: tuple | None = None
+    dims: dict = field(default_factory=dict)
+    ranges: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -36,6 +64,20 @@ class KernelCase:
     setup: Callable[[], Prepared]
     memory_bound: bool = False
     target: dict = field(default_factory=dict)  # the issue's goal, e.g. {"ratio": 20}
+    kernels: tuple[KernelCall, ...] = ()  # what `ours` runs, in order
+    bytes_moved: Callable[[], int] | None = None  # per call (module docstring)
+    flops: Callable[[], int] | None = None  # per call (module docstring)
+    variant: str | None = None  # the CPU schedule variant `ours` uses (None: default)
+
+
+def itemsize(dtype: str) -> int:
+    """Bytes per element of an ir/ dtype name."""
+    return {"float32": 4, "bfloat16": 2, "float16": 2, "int32": 4, "int64": 8}[dtype]
+
+
+def nbytes(dtype: str, *counts: int) -> int:
+    """Bytes of `sum(counts)` elements of `dtype`."""
+    return sum(counts) * itemsize(dtype)
 
 
 def all_cases() -> list[KernelCase]:
@@ -60,8 +102,8 @@ def run_case(case: KernelCase, peak_gbps: float, repeat: int) -> dict:
     row = {"name": case.name, "shape": case.shape, "ours_ms": round(ours_ms, 4),
            "baseline": case.baseline, "baseline_ms": round(base_ms, 4),
            "ratio": round(base_ms / ours_ms, 3), "max_abs_err": err}
-    if case.memory_bound:
-        row["gbps"] = round(prepared.bytes_moved / (ours_ms * 1e-3) / 1e9, 2)
+    if case.memory_bound and case.bytes_moved is not None:
+        row["gbps"] = round(case.bytes_moved() / (ours_ms * 1e-3) / 1e9, 2)
         row["peak_gbps"] = round(peak_gbps, 2)
     if case.target:
         row["target"] = case.target

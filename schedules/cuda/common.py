@@ -88,6 +88,7 @@ def bind_accumulator(sch: s_tir.Schedule, loops: list, serial: list, threads: in
     fused = sch.fuse(*rows, col_outer) if rows else col_outer
     _, lane = sch.split(fused, factors=[None, threads])
     sch.bind(lane, "threadIdx.x")
+    sch.unroll(col_inner)  # constant register indices (else sm_100/120 put the array in memory)
 
 
 def schedule_children(sch: s_tir.Schedule, outer, threads: int, plan: dict[str, tuple],

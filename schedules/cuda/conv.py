@@ -8,18 +8,28 @@ from __future__ import annotations
 from tvm import s_tir
 
 from ..registry import cuda_rule
-from .common import bind_injective
 
 THREADS = 256
 
 
 @cuda_rule("causal_conv1d", "element_lanes")
 def conv_element_lanes(func, target):
-    """y [b, L, C] and state [b, K, C]: one kernel each, an element per lane. (dlight's
-    fallback kept a tile of taps per thread and spilled 168-632 bytes on every arch.)"""
+    """y [b, L, C] and state [b, K, C]: one kernel each; a thread block per (row, 256 channels):
+    rows (batch x tokens, symbolic) on blockIdx.x, channel blocks on blockIdx.y, so no lane
+    divides by the symbolic length. Each lane sums its K taps into a register ("taps") and
+    applies SiLU to that. (dlight's fallback kept a tile of taps per thread and spilled.)"""
     sch = s_tir.Schedule(func)
+    taps = sch.get_sblock("taps")
     for name in ("y", "state"):
-        bind_injective(sch, sch.get_sblock(name), THREADS)
+        block = sch.get_sblock(name)
+        b, r, c = sch.get_loops(block)
+        cb, lane = sch.split(c, factors=[None, THREADS])
+        sch.bind(sch.fuse(b, r), "blockIdx.x")
+        sch.bind(cb, "blockIdx.y")
+        sch.bind(lane, "threadIdx.x")
+        if name == "y":
+            sch.compute_at(taps, lane)
+            sch.set_scope(taps, 0, "local")
     return sch
 
 

@@ -13,9 +13,25 @@ from ir.attention import (HYMBA_BASE, attention_decode_global, attention_decode_
 
 from ...build import build_kernel
 from ...reference import apply_rope, rope_cos_sin
-from ..kernels import DTYPES, KernelCase, Prepared
+from ..kernels import DTYPES, KernelCall, KernelCase, Prepared, nbytes
 
 H, KV, DQ, DV, META, WINDOW = 25, 5, 64, 128, 128, 1024
+# the numerical checks' heads: the same head dims and GQA group (25 / 5 = 5 q heads per kv head)
+SMALL_H, SMALL_KV = 5, 1
+
+
+def visible_pairs(length: int, window: int | None, meta: int = META) -> int:
+    """(query, key) pairs a prefill attends to per head: key j <= query i, and for a window
+    i - j <= window or j < meta (ir/attention.py's mask, no pads)."""
+    if window is None:
+        return length * (length + 1) // 2
+    return sum(min(i, window) + 1 + max(0, min(meta, i - window)) for i in range(length))
+
+
+def attention_flops(pairs: int) -> int:
+    """The two matmuls, q k^T and p v, over `pairs` (query, key) pairs of every q head (the
+    FlashAttention convention: the softmax is not counted)."""
+    return 2 * pairs * (DQ + DV) * H
 
 
 def _prefill(name: str, length: int, window: int | None, target: dict):
@@ -40,9 +56,23 @@ def _prefill(name: str, length: int, window: int | None, target: dict):
                 return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True).transpose(1, 2)
         return Prepared(ours=lambda: (kern(q, k, v, pads, out), out)[1].view(1, length, H, DV),
                         baseline=baseline)
+    def bytes_moved() -> int:  # q, k, v, pads in; out
+        return nbytes("float32", H * length * DQ + KV * length * (DQ + DV) + length * H * DV) + \
+            nbytes("int32", 1)
+
+    def flops() -> int:
+        return attention_flops(visible_pairs(length, window))
+
     kind = f"W={window} meta={META}" if window is not None else "causal"
     base = "F.sdpa(" + ("is_causal" if window is None else "bool mask") + ", enable_gqa)"
-    return KernelCase(name, f"S={length} {kind} {H}/{KV}x{DQ}/{DV} fp32", base, setup, target=target)
+    small_window = None if window is None else 8
+    return KernelCase(name, f"S={length} {kind} {H}/{KV}x{DQ}/{DV} fp32", base, setup, target=target,
+                      kernels=(KernelCall(attention_prefill,
+                                          (1, H, KV, DQ, DV, window, META, "float32"),
+                                          small_args=(1, SMALL_H, SMALL_KV, DQ, DV, small_window,
+                                                      4, "float32"),
+                                          dims={"Sq": 40, "S": 40}),),
+                      bytes_moved=bytes_moved, flops=flops)
 
 
 def _decode(name: str, window: int | None, length: int, dtype: str, capacity: int = 8192 + META):
@@ -67,12 +97,27 @@ def _decode(name: str, window: int | None, length: int, dtype: str, capacity: in
         def baseline():
             return F.scaled_dot_product_attention(q, k_live, v_live, enable_gqa=True)
         return Prepared(ours=lambda: (kern(q, kc, vc, count, out), out)[1].view(1, H, 1, DV),
-                        baseline=baseline,
-                        bytes_moved=KV * n * (DQ + DV) * kc.element_size())
+                        baseline=baseline)
     n = META + window if window is not None else length
+
+    def bytes_moved() -> int:  # q, the n live cache rows of k and v, the count in; out
+        return nbytes(dtype, H * DQ + KV * n * (DQ + DV) + H * DV) + nbytes("int32", 1)
+
+    def flops() -> int:
+        return attention_flops(n)
+
+    if window is not None:
+        call = KernelCall(attention_decode_sliding, (1, H, KV, DQ, DV, window, META, dtype),
+                          small_args=(1, SMALL_H, SMALL_KV, DQ, DV, 16, 4, dtype),
+                          ranges={"nvalid": (1, 16)})
+    else:
+        call = KernelCall(attention_decode_global, (1, H, KV, DQ, DV, capacity, dtype),
+                          small_args=(1, SMALL_H, SMALL_KV, DQ, DV, 40, dtype),
+                          ranges={"nvalid": (1, 40)})
     kind = f"ring meta {META} + W {window}" if window is not None else f"global len {length}"
     return KernelCase(name, f"B=1 {kind} ({n} keys) {dtype}", "F.sdpa(enable_gqa)", setup,
-                      memory_bound=True, target={"ratio": 1.0})
+                      memory_bound=True, target={"ratio": 1.0}, kernels=(call,),
+                      bytes_moved=bytes_moved, flops=flops)
 
 
 def _rope(length: int, dtype: str):
@@ -95,8 +140,21 @@ def _rope(length: int, dtype: str):
             apply_rope(kh, cos, sin)
             return apply_rope(qh, cos, sin)
         return Prepared(ours=lambda: (kern(proj, pos, q, k, v), q)[1], baseline=baseline)
+
+    def bytes_moved() -> int:  # the q, k, v columns of proj and the positions in; q, k, v out
+        return nbytes(dtype, 2 * length * (H * DQ + KV * (DQ + DV))) + nbytes("int32", length)
+
+    def flops() -> int:  # x cos -/+ y sin per rotated element; angle, cos, sin per frequency
+        return 3 * length * (H + KV) * DQ + 3 * length * DQ // 2
+
+    small_rows = SMALL_H * DQ + SMALL_KV * (DQ + DV) + 32
     return KernelCase("rope", f"S={length} q {H}x{DQ}, k {KV}x{DQ}, v {KV}x{DV} {dtype}",
-                      "reference.rope_cos_sin + apply_rope", setup, target={"ratio": 1.0})
+                      "reference.rope_cos_sin + apply_rope", setup, target={"ratio": 1.0},
+                      kernels=(KernelCall(rope_qkv, (1, H, KV, DQ, DV, rows, HYMBA_BASE, True, dtype),
+                                          small_args=(1, SMALL_H, SMALL_KV, DQ, DV, small_rows,
+                                                      HYMBA_BASE, True, dtype),
+                                          dims={"S": 5}, ranges={"pos": (0, 8191)}),),
+                      bytes_moved=bytes_moved, flops=flops)
 
 
 def cases() -> list[KernelCase]:

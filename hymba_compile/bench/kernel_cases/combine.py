@@ -18,7 +18,7 @@ from ir.linear import gemv, matmul
 
 from ...build import build_kernel
 from ...reference import hybrid_combine, swiglu
-from ..kernels import DTYPES, KernelCase, Prepared
+from ..kernels import DTYPES, KernelCall, KernelCase, Prepared, nbytes
 
 PREFILL_ROWS = 1152
 
@@ -46,11 +46,27 @@ def _swiglu(name: str, rows: int, dtype: str, decode: bool):
             return y
 
         xb = x.to(gw.dtype)
-        return Prepared(ours=ours, baseline=lambda: swiglu(xb, gw, uw, dw),
-                        bytes_moved=3 * gw.numel() * gw.element_size())
+        return Prepared(ours=ours, baseline=lambda: swiglu(xb, gw, uw, dw))
 
+    def bytes_moved() -> int:  # the three weights; x in, h out and back in, y out (fp32)
+        return nbytes(dtype, 3 * D_FF * D_MODEL) + \
+            nbytes("float32", rows * D_MODEL, 2 * rows * D_FF, rows * D_MODEL)
+
+    def flops() -> int:  # three GEMMs and silu(gate) * up (exp, add, divide, multiply)
+        return 6 * rows * D_FF * D_MODEL + 4 * rows * D_FF
+
+    if decode:
+        kernels = (KernelCall(gate_up_decode, (rows, D_MODEL, D_FF, dtype),
+                              small_args=(rows, 64, 96, dtype)),
+                   KernelCall(gemv, (rows, D_MODEL, D_FF, dtype), small_args=(rows, 64, 96, dtype)))
+    else:
+        kernels = (KernelCall(gate_up_prefill, (D_MODEL, D_FF, dtype), small_args=(64, 96, dtype),
+                              dims={"m": 5}),
+                   KernelCall(matmul, (D_MODEL, D_FF, dtype), small_args=(64, 96, dtype),
+                              dims={"m": 5}))
     return KernelCase(name, f"{rows}x{D_MODEL} ffn {D_FF} {dtype}", f"reference.swiglu {dtype}",
-                      setup, memory_bound=decode)
+                      setup, memory_bound=decode, kernels=kernels, bytes_moved=bytes_moved,
+                      flops=flops)
 
 
 def _combine(name: str, rows: int, dtype: str, decode: bool):
@@ -73,11 +89,28 @@ def _combine(name: str, rows: int, dtype: str, decode: bool):
                 return y
 
         ab, sb = attn.to(ow.dtype), ssm.to(ow.dtype)
-        return Prepared(ours=ours, baseline=lambda: hybrid_combine(ab, sb, w1, w2, ow, EPS),
-                        bytes_moved=ow.numel() * ow.element_size())
+        return Prepared(ours=ours, baseline=lambda: hybrid_combine(ab, sb, w1, w2, ow, EPS))
 
+    def bytes_moved() -> int:  # attn, ssm (fp32), both norm weights and out_proj in; y out
+        # (prefill: the fused activations out of the first kernel and into the second, too)
+        fused = 0 if decode else 2 * rows * D_INNER
+        return nbytes(dtype, 2 * D_INNER, D_MODEL * D_INNER) + \
+            nbytes("float32", 2 * rows * D_INNER, fused, rows * D_MODEL)
+
+    def flops() -> int:  # two RMSNorms (4 each) and their average (2), then the GEMM
+        return 10 * rows * D_INNER + 2 * rows * D_MODEL * D_INNER
+
+    if decode:
+        kernels = (KernelCall(hybrid_combine_decode, (rows, D_INNER, D_MODEL, dtype, EPS),
+                              small_args=(rows, 128, 64, dtype, EPS)),)
+    else:
+        kernels = (KernelCall(norm_average, (D_INNER, dtype, EPS), small_args=(128, dtype, EPS),
+                              dims={"m": 3}),
+                   KernelCall(matmul, (D_MODEL, D_INNER, dtype), small_args=(64, 128, dtype),
+                              dims={"m": 5}))
     return KernelCase(name, f"{rows}x{D_INNER} -> {D_MODEL} {dtype}",
-                      f"reference.hybrid_combine {dtype}", setup, memory_bound=decode)
+                      f"reference.hybrid_combine {dtype}", setup, memory_bound=decode,
+                      kernels=kernels, bytes_moved=bytes_moved, flops=flops)
 
 
 def cases() -> list[KernelCase]:

@@ -11,7 +11,7 @@ from ir.conv import causal_conv1d, causal_conv1d_step
 from ...build import build_kernel
 from ...reference import causal_conv1d as conv_ref
 from ...reference import causal_conv1d_step as step_ref
-from ..kernels import DTYPES, KernelCase, Prepared
+from ..kernels import DTYPES, KernelCall, KernelCase, Prepared, nbytes
 
 CHANNELS, WIDTH = 3200, 4
 
@@ -27,8 +27,17 @@ def _prefill(n: int, dtype: str):
         k = build_kernel(causal_conv1d(CHANNELS, WIDTH, dtype))
         return Prepared(ours=lambda: (k(x, w_kc, bias, y, state), y.transpose(1, 2))[1],
                         baseline=lambda: conv_ref(x_ref, w, bias))
+
+    def bytes_moved() -> int:  # x, w, bias in; y and the last K inputs (the new state) out
+        return nbytes(dtype, 2 * n * CHANNELS, WIDTH * CHANNELS, CHANNELS, WIDTH * CHANNELS)
+
+    def flops() -> int:  # K multiply-adds and the bias per output, SiLU (exp, add, divide)
+        return (2 * WIDTH + 1 + 3) * n * CHANNELS
     return KernelCase("conv1d_prefill", f"[1,{n},{CHANNELS}] k{WIDTH} {dtype}",
-                      "reference.causal_conv1d (F.conv1d+silu)", setup, target={"ratio": 1})
+                      "reference.causal_conv1d (F.conv1d+silu)", setup, target={"ratio": 1},
+                      kernels=(KernelCall(causal_conv1d, (CHANNELS, WIDTH, dtype),
+                                          dims={"batch": 1, "n": 6}),),
+                      bytes_moved=bytes_moved, flops=flops)
 
 
 def _decode(batch: int, dtype: str):
@@ -41,16 +50,23 @@ def _decode(batch: int, dtype: str):
         w_kc = w[:, 0, :].t().contiguous()
         y = torch.empty_like(x)
         k = build_kernel(causal_conv1d_step(CHANNELS, WIDTH, dtype))
-        size = x.element_size()
         # ours advances its own state copy in place at every call (the baseline returns a new
         # one); the first calls of both sides start from the same state
         return Prepared(ours=lambda: (k(state, x, w_kc, bias, y), y)[1],
-                        baseline=lambda: step_ref(state_ref, x, w, bias)[0],
-                        bytes_moved=(2 * state.numel() + 2 * x.numel() + w.numel() + bias.numel())
-                        * size)
+                        baseline=lambda: step_ref(state_ref, x, w, bias)[0])
+
+    def bytes_moved() -> int:  # state in and out (in place), x, w, bias in, y out
+        return nbytes(dtype, 2 * batch * WIDTH * CHANNELS, 2 * batch * CHANNELS,
+                      WIDTH * CHANNELS, CHANNELS)
+
+    def flops() -> int:
+        return (2 * WIDTH + 1 + 3) * batch * CHANNELS
     return KernelCase("conv1d_decode", f"b{batch} state [{batch},{CHANNELS},{WIDTH}] {dtype}",
                       "reference.causal_conv1d_step", setup, memory_bound=True,
-                      target={"ratio": 1})
+                      target={"ratio": 1},
+                      kernels=(KernelCall(causal_conv1d_step, (CHANNELS, WIDTH, dtype),
+                                          dims={"nb": batch}),),
+                      bytes_moved=bytes_moved, flops=flops)
 
 
 def cases() -> list[KernelCase]:

@@ -10,7 +10,7 @@ from ir.embed import embedding, lm_head_decode, lm_head_prefill
 
 from ...build import build_kernel
 from ...reference import final_logits
-from ..kernels import DTYPES, KernelCase, Prepared
+from ..kernels import DTYPES, KernelCall, KernelCase, Prepared, nbytes
 
 VOCAB, HIDDEN = 32001, 1600
 
@@ -22,11 +22,18 @@ def _embedding(n: int, dtype: str, variant: str | None = None):
         out = torch.empty(n, HIDDEN, dtype=table.dtype)
         k = build_kernel(embedding(VOCAB, HIDDEN, dtype, "int32"), variant=variant)
         return Prepared(ours=lambda: (k(ids, table, out), out)[1],
-                        baseline=lambda: F.embedding(ids, table),
-                        bytes_moved=2 * out.numel() * out.element_size() + ids.numel() * 4)
+                        baseline=lambda: F.embedding(ids, table))
+
+    def bytes_moved() -> int:  # the ids and the n table rows they pick in; out
+        return nbytes(dtype, 2 * n * HIDDEN) + nbytes("int32", n)
+
     shown = f" [{variant}]" if variant else ""
     return KernelCase("embedding", f"{n} ids int32 -> [{n},{HIDDEN}] {dtype}{shown}", "F.embedding",
-                      setup, memory_bound=True)
+                      setup, memory_bound=True,
+                      kernels=(KernelCall(embedding, (VOCAB, HIDDEN, dtype, "int32"),
+                                          small_args=(100, 64, dtype, "int32"), dims={"n": 5},
+                                          ranges={"ids": (0, 99)}),),
+                      bytes_moved=bytes_moved, flops=lambda: 0, variant=variant)
 
 
 def _head_inputs(rows: int, dtype: str):
@@ -37,18 +44,29 @@ def _head_inputs(rows: int, dtype: str):
     return h, norm_w, head_w, torch.empty(rows, VOCAB)
 
 
+def _head_bytes(rows: int, dtype: str) -> int:
+    """h, the final norm's weight and the head in `dtype`; fp32 logits out."""
+    return nbytes(dtype, rows * HIDDEN, HIDDEN, VOCAB * HIDDEN) + nbytes("float32", rows * VOCAB)
+
+
+def _head_flops(rows: int) -> int:
+    """The final RMSNorm (4 per element) and the head GEMM."""
+    return 4 * rows * HIDDEN + 2 * rows * VOCAB * HIDDEN
+
+
 def _lm_head_decode(batch: int, dtype: str):
     def setup() -> Prepared:
         h, norm_w, head_w, logits = _head_inputs(batch, dtype)
         k = build_kernel(lm_head_decode(batch, HIDDEN, VOCAB, dtype))
-        size = head_w.element_size()
         return Prepared(ours=lambda: (k(h, norm_w, head_w, logits), logits)[1],
-                        baseline=lambda: final_logits(h, norm_w, head_w, 1e-6),
-                        bytes_moved=head_w.numel() * size + h.numel() * size + HIDDEN * size
-                        + logits.numel() * 4)
+                        baseline=lambda: final_logits(h, norm_w, head_w, 1e-6))
     return KernelCase("lm_head_decode", f"b{batch} [{batch},{HIDDEN}] x [{VOCAB},{HIDDEN}] {dtype}",
                       "reference.final_logits", setup, memory_bound=True,
-                      target={"fraction_of_peak_gbps": 0.8})
+                      target={"fraction_of_peak_gbps": 0.8},
+                      kernels=(KernelCall(lm_head_decode, (batch, HIDDEN, VOCAB, dtype),
+                                          small_args=(batch, 64, 200, dtype)),),
+                      bytes_moved=lambda: _head_bytes(batch, dtype),
+                      flops=lambda: _head_flops(batch))
 
 
 def _lm_head_prefill(n: int, dtype: str):
@@ -58,7 +76,10 @@ def _lm_head_prefill(n: int, dtype: str):
         return Prepared(ours=lambda: (k(h, norm_w, head_w, logits), logits)[1],
                         baseline=lambda: final_logits(h, norm_w, head_w, 1e-6))
     return KernelCase("lm_head_prefill", f"[{n},{HIDDEN}] x [{VOCAB},{HIDDEN}] {dtype}",
-                      "reference.final_logits", setup)
+                      "reference.final_logits", setup,
+                      kernels=(KernelCall(lm_head_prefill, (HIDDEN, VOCAB, dtype),
+                                          small_args=(64, 200, dtype), dims={"n": 5}),),
+                      bytes_moved=lambda: _head_bytes(n, dtype), flops=lambda: _head_flops(n))
 
 
 def cases() -> list[KernelCase]:

@@ -16,7 +16,7 @@ from ir.linear import SHAPES, gemv, matmul
 
 from ...build import build_kernel
 from ...reference import linear
-from ..kernels import DTYPES, KernelCase, Prepared
+from ..kernels import DTYPES, KernelCall, KernelCase, Prepared, nbytes
 
 PREFILL_ROWS = 1152
 
@@ -34,14 +34,22 @@ def _gemv(name: str, proj: str, dtype: str, batch: int = 1, variant: str | None 
         else:
             xb = x.to(w.dtype)
             baseline = lambda: F.linear(xb, w)  # noqa: E731
-        return Prepared(ours=lambda: (kern(x, w, y), y)[1], baseline=baseline,
-                        bytes_moved=w.numel() * w.element_size() + 4 * (x.numel() + y.numel()))
+        return Prepared(ours=lambda: (kern(x, w, y), y)[1], baseline=baseline)
+
+    def bytes_moved() -> int:  # the weight in `dtype`; x in and y out in fp32
+        return nbytes(dtype, n * k) + nbytes("float32", batch * k, batch * n)
+
+    def flops() -> int:
+        return 2 * batch * n * k
 
     base = "reference.linear" if dtype == "float32" else "F.linear bf16"
     return KernelCase(name, f"b{batch} x {n}x{k} {dtype}" + (f" [{variant}]" if variant else ""),
                       base, setup, memory_bound=True,
                       target={"gbps_of_peak": 0.8}
-                      if batch == 1 and proj in ("in_proj", "ffn_up", "ffn_down") else {})
+                      if batch == 1 and proj in ("in_proj", "ffn_up", "ffn_down") else {},
+                      kernels=(KernelCall(gemv, (batch, n, k, dtype),
+                                          small_args=(batch, 96, 160, dtype)),),
+                      bytes_moved=bytes_moved, flops=flops, variant=variant)
 
 
 def _matmul(name: str, proj: str, dtype: str, rows: int = PREFILL_ROWS, variant: str | None = None):
@@ -55,8 +63,17 @@ def _matmul(name: str, proj: str, dtype: str, rows: int = PREFILL_ROWS, variant:
         wf = w.float()
         return Prepared(ours=lambda: (kern(x, w, y), y)[1], baseline=lambda: torch.matmul(x, wf.T))
 
+    def bytes_moved() -> int:
+        return nbytes(dtype, n * k) + nbytes("float32", rows * k, rows * n)
+
+    def flops() -> int:
+        return 2 * rows * n * k
+
     shape = f"{rows}x{k} @ ({n}x{k})^T {dtype}" + (f" [{variant}]" if variant else "")
-    return KernelCase(name, shape, "torch.matmul fp32", setup, target={"ratio": 0.7})
+    return KernelCase(name, shape, "torch.matmul fp32", setup, target={"ratio": 0.7},
+                      kernels=(KernelCall(matmul, (n, k, dtype), small_args=(96, 160, dtype),
+                                          dims={"m": 37}),),
+                      bytes_moved=bytes_moved, flops=flops, variant=variant)
 
 
 def cases() -> list[KernelCase]:

@@ -8,7 +8,7 @@ from ir.norm import add_rmsnorm, rmsnorm
 
 from ...build import build_kernel
 from ...reference import add_rms_norm, rms_norm
-from ..kernels import DTYPES, KernelCase, Prepared
+from ..kernels import DTYPES, KernelCall, KernelCase, Prepared, nbytes
 
 
 def _rmsnorm(rows: int, dim: int, dtype: str, variant: str | None = None):
@@ -17,12 +17,18 @@ def _rmsnorm(rows: int, dim: int, dtype: str, variant: str | None = None):
         x, w = torch.randn(rows, dim).to(t), torch.randn(dim).to(t)
         y = torch.empty_like(x)
         k = build_kernel(rmsnorm(dim, dtype), variant=variant)
-        size = x.element_size()
-        return Prepared(ours=lambda: (k(x, w, y), y)[1], baseline=lambda: rms_norm(x, w, 1e-6),
-                        bytes_moved=2 * x.numel() * size + w.numel() * size)
+        return Prepared(ours=lambda: (k(x, w, y), y)[1], baseline=lambda: rms_norm(x, w, 1e-6))
+
+    def bytes_moved() -> int:  # x, w in; y out
+        return nbytes(dtype, 2 * rows * dim, dim)
+
+    def flops() -> int:  # square + add, scale by rsqrt, times w (per element)
+        return 4 * rows * dim
     shown = f" [{variant}]" if variant else ""
     return KernelCase("rmsnorm", f"{rows}x{dim} {dtype}{shown}", "reference.rms_norm", setup,
-                      memory_bound=True, target={"ratio": 1.0})
+                      memory_bound=True, target={"ratio": 1.0},
+                      kernels=(KernelCall(rmsnorm, (dim, dtype), dims={"n": 3}),),
+                      bytes_moved=bytes_moved, flops=flops, variant=variant)
 
 
 def _add_rmsnorm(rows: int, dim: int, dtype: str, variant: str | None = None):
@@ -31,13 +37,19 @@ def _add_rmsnorm(rows: int, dim: int, dtype: str, variant: str | None = None):
         x, r, w = torch.randn(rows, dim).to(t), torch.randn(rows, dim).to(t), torch.randn(dim).to(t)
         h, y = torch.empty_like(x), torch.empty_like(x)
         k = build_kernel(add_rmsnorm(dim, dtype), variant=variant)
-        size = x.element_size()
         return Prepared(ours=lambda: (k(x, r, w, h, y), y)[1],
-                        baseline=lambda: add_rms_norm(x, r, w, 1e-6)[1],
-                        bytes_moved=4 * x.numel() * size + w.numel() * size)
+                        baseline=lambda: add_rms_norm(x, r, w, 1e-6)[1])
+
+    def bytes_moved() -> int:  # x, residual, w in; h, y out
+        return nbytes(dtype, 4 * rows * dim, dim)
+
+    def flops() -> int:  # the add, then the norm's 4
+        return 5 * rows * dim
     shown = f" [{variant}]" if variant else ""
     return KernelCase("add_rmsnorm", f"{rows}x{dim} {dtype}{shown}", "reference.add_rms_norm", setup,
-                      memory_bound=True, target={"ratio": 1.0})
+                      memory_bound=True, target={"ratio": 1.0},
+                      kernels=(KernelCall(add_rmsnorm, (dim, dtype), dims={"n": 3}),),
+                      bytes_moved=bytes_moved, flops=flops, variant=variant)
 
 
 def cases() -> list[KernelCase]:

@@ -13,9 +13,25 @@ from ...build import build_kernel
 from ...reference import selective_scan as scan_ref
 from ...reference import selective_state_update as update_ref
 from ...reference import ssm_input_split as split_ref
-from ..kernels import DTYPES, KernelCase, Prepared
+from ..kernels import DTYPES, KernelCall, KernelCase, Prepared, nbytes
 
 D_INNER, D_STATE, DT_RANK = 3200, 16, 100
+# A < 0 (as -exp(A_log)) in the numerical checks: a positive A grows the state without bound
+SMALL_RANGES = {"A": (-1.0, -0.05)}
+
+
+def _step_flops(steps: int) -> int:
+    """FLOPs of `steps` (row, channel) steps of the recurrence: per state, exp(delta A) (2),
+    delta B u (1), h = dA h + dBu (2), y += C h (2); per channel, delta = softplus(delta + bias)
+    (3), delta u (1), y + D u (2), y silu(z) (5)."""
+    return steps * D_INNER * (7 * D_STATE + 11)
+
+
+def _scan_bytes(rows: int, dtype: str) -> int:
+    """u, delta, z, B, C in and y out in `dtype`; A, D, delta_bias in, the state in and out in
+    fp32 (`rows` time steps of batch 1, or a batch of `rows` single steps)."""
+    return nbytes(dtype, 4 * rows * D_INNER, 2 * rows * D_STATE) + \
+        nbytes("float32", 3 * D_STATE * D_INNER, 2 * D_INNER)
 
 
 def _weights(g):
@@ -43,9 +59,21 @@ def _prefill(name: str, builder, n: int, dtype: str, target: dict, **kw):
             ours=lambda: (k(u, delta, A_nd, B, C, D, z, bias, h0, y, h), y.transpose(1, 2))[1],
             baseline=lambda: scan_ref(ref_in[0], ref_in[1], A, ref_in[2], ref_in[3], D, ref_in[4],
                                       bias, h0_ref)[0])
+    def bytes_moved() -> int:
+        return _scan_bytes(n, dtype)
+
+    def flops() -> int:  # the chunked scan scans every chunk twice (ir/scan.py)
+        return _step_flops(n) * (2 if builder is selective_scan_chunked else 1)
+
     extra = "".join(f" {k}={v}" for k, v in kw.items())
+    small_len = 2 * kw.get("chunk", 3) + 5  # crosses chunk boundaries, ends in a partial chunk
     return KernelCase(name, f"[1,{n},{D_INNER}] N{D_STATE} {dtype}{extra}",
-                      "reference.selective_scan (eager loop)", setup, target=target)
+                      "reference.selective_scan (eager loop)", setup, target=target,
+                      kernels=(KernelCall(builder, (D_INNER, D_STATE, dtype), kw,
+                                          small_args=(64, D_STATE, dtype),
+                                          dims={"Bt": 1, "L": small_len},
+                                          ranges=SMALL_RANGES),),
+                      bytes_moved=bytes_moved, flops=flops)
 
 
 def _decode(batch: int, dtype: str):
@@ -59,16 +87,23 @@ def _decode(batch: int, dtype: str):
         A, A_nd, D, bias = _weights(g)
         y = torch.empty_like(x)
         k = build_kernel(selective_state_update(D_INNER, D_STATE, dtype))
-        size = x.element_size()
         # ours advances its own state copy in place at every call (the decay keeps it bounded);
         # the first calls of both sides start from the same state
         return Prepared(ours=lambda: (k(state, x, dt, A_nd, B, C, D, z, bias, y), y)[1],
-                        baseline=lambda: update_ref(state_ref, x, dt, A, B, C, D, z, bias)[0],
-                        bytes_moved=2 * state.numel() * 4 + A.numel() * 4 + 4 * x.numel() * size
-                        + 2 * B.numel() * size + 2 * D.numel() * 4)
+                        baseline=lambda: update_ref(state_ref, x, dt, A, B, C, D, z, bias)[0])
+
+    def bytes_moved() -> int:  # as the prefill scan, with a state per row in and out
+        return _scan_bytes(batch, dtype) + nbytes("float32", 2 * (batch - 1) * D_STATE * D_INNER)
+
+    def flops() -> int:
+        return _step_flops(batch)
     return KernelCase("scan_decode", f"b{batch} state [{batch},{D_INNER},{D_STATE}] {dtype}",
                       "reference.selective_state_update", setup, memory_bound=True,
-                      target={"ratio": 1})
+                      target={"ratio": 1},
+                      kernels=(KernelCall(selective_state_update, (D_INNER, D_STATE, dtype),
+                                          small_args=(64, D_STATE, dtype), dims={"Bt": 2},
+                                          ranges=SMALL_RANGES),),
+                      bytes_moved=bytes_moved, flops=flops)
 
 
 def _split(rows: int, dtype: str):
@@ -80,10 +115,19 @@ def _split(rows: int, dtype: str):
                 torch.empty(rows, D_STATE, dtype=t)]
         k = build_kernel(ssm_input_split(DT_RANK, D_STATE, dtype))
         return Prepared(ours=lambda: (k(s, *ws, *outs), outs[0])[1],
-                        baseline=lambda: split_ref(s, DT_RANK, D_STATE, *ws, 1e-6)[0],
-                        bytes_moved=2 * s.numel() * s.element_size())
+                        baseline=lambda: split_ref(s, DT_RANK, D_STATE, *ws, 1e-6)[0])
+    width = DT_RANK + 2 * D_STATE
+
+    def bytes_moved() -> int:  # s and the three norm weights in; dt, B, C out
+        return nbytes(dtype, 2 * rows * width, width)
+
+    def flops() -> int:  # three RMSNorms over the row's pieces
+        return 4 * rows * width
     return KernelCase("ssm_input_split", f"[{rows},{DT_RANK}+2x{D_STATE}] {dtype}",
-                      "reference.ssm_input_split", setup, memory_bound=True)
+                      "reference.ssm_input_split", setup, memory_bound=True,
+                      kernels=(KernelCall(ssm_input_split, (DT_RANK, D_STATE, dtype),
+                                          dims={"rows": 3}),),
+                      bytes_moved=bytes_moved, flops=flops)
 
 
 def cases() -> list[KernelCase]:
