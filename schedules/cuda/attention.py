@@ -1,7 +1,7 @@
 """CUDA rules for the attention family (ir/attention.py): RoPE, flash prefill, split-K decode
 with its combine kernel, and the in-place cache writes and fills.
 
-Every kernel is one thread block per work item of its outer block (token; row x head x query
+Every kernel is one thread block per work item of its outer block (token; row x kv head x query
 block; row x kv head x key split; row x kv head (x token)), the child blocks spread over the
 block's lanes (`common.schedule_children`). The flash kernels keep the tiles of one online-softmax
 step (scaled q, k, v, scores, running max / sum) in shared memory and each lane's slice of the
@@ -58,6 +58,8 @@ def prefill_flash_lanes(func, target):
     sch = s_tir.Schedule(func, enable_check=False)
     rows, cols = _tile(sch, "init_acc")
     chunk = chunk_for(rows, cols, PREFILL_THREADS)
+    if chunk is None:  # more query rows (G x block_q) than lanes
+        return None
     acc = {"init_acc": ((), chunk), "rescale": ((), chunk), "pv": ((0,), chunk),
            "store": ((), chunk)}
     schedule_children(sch, sch.get_sblock("flash"), PREFILL_THREADS, _PREFILL_SERIAL, acc)
@@ -81,12 +83,15 @@ def decode_split_lanes(func, target):
     sch = s_tir.Schedule(func, enable_check=False)
     rows, cols = _tile(sch, "init_acc")
     chunk = chunk_for(rows, cols, THREADS)
+    combine_chunk = chunk_for(1, _tile(sch, "combine_init")[-1], THREADS)
+    if chunk is None or combine_chunk is None:  # more query heads per kv head than lanes
+        return None
     acc = {"init_acc": ((), chunk), "rescale": ((), chunk), "pv": ((1,), chunk),
            "store_acc": ((), chunk)}
     schedule_children(sch, sch.get_sblock("split"), THREADS, _DECODE_SERIAL, acc)
     to_shared(sch, _DECODE_SHARED)
-    chunk = chunk_for(1, _tile(sch, "combine_init")[-1], THREADS)
-    acc = {"combine_init": ((), chunk), "combine_acc": ((0,), chunk), "combine_out": ((), chunk)}
+    acc = {"combine_init": ((), combine_chunk), "combine_acc": ((0,), combine_chunk),
+           "combine_out": ((), combine_chunk)}
     schedule_children(sch, sch.get_sblock("combine"), THREADS, {}, acc)
     return sch
 

@@ -69,10 +69,12 @@ def to_shared(sch: s_tir.Schedule, writers: dict[str, tuple[str, ...]]) -> None:
             set_scope(sch, block_name, buffer_name, "shared")
 
 
-def chunk_for(rows: int, cols: int, threads: int) -> int:
+def chunk_for(rows: int, cols: int, threads: int) -> int | None:
     """Columns per lane for a register accumulator [rows, cols] spread over at most `threads`
-    lanes: the smallest divisor c of `cols` with rows * cols / c <= threads."""
-    return next(c for c in range(1, cols + 1) if cols % c == 0 and rows * (cols // c) <= threads)
+    lanes: the smallest divisor c of `cols` with rows * cols / c <= threads (None when even one
+    lane per row is too many: more rows than lanes)."""
+    return next((c for c in range(1, cols + 1)
+                 if cols % c == 0 and rows * (cols // c) <= threads), None)
 
 
 def bind_accumulator(sch: s_tir.Schedule, loops: list, serial: list, threads: int,
