@@ -20,19 +20,16 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import re
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import tvm
 import tvm_ffi
 from tvm import tirx
-from tvm.ir.expr import Call, TensorLoad
-from tvm.tirx.buffer import BufferType
-from tvm.tirx.build import codegen_build, split_host_device_mods
+
+from .opencl_lower import OpenCLProgram, lower_to_opencl
+from .tir_eval import evaluate
 
 
 def _pocl_cache_dir() -> Path:
@@ -47,11 +44,7 @@ if "POCL_CACHE_DIR" not in os.environ:
         _pocl_cache_dir().mkdir(parents=True, exist_ok=True)
         os.environ["POCL_CACHE_DIR"] = str(_pocl_cache_dir())
 
-OPENCL_TARGET = {"kind": "opencl", "thread_warp_size": 1, "max_num_threads": 1024,
-                 "max_threads_per_block": 1024, "max_shared_memory_per_block": 49152}
 PLATFORMS = {"pocl": "Portable Computing Language", "oclgrind": "Oclgrind"}
-_GRID = {"blockIdx.x": 0, "blockIdx.y": 1, "blockIdx.z": 2}
-_BLOCK = {"threadIdx.x": 0, "threadIdx.y": 1, "threadIdx.z": 2}
 _TORCH_DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
                  torch.bfloat16: "bfloat16", torch.int64: "int64", torch.int32: "int32",
                  torch.int16: "int16", torch.int8: "int8", torch.uint8: "uint8",
@@ -93,226 +86,6 @@ def pocl_unavailable_reason(platform: str = "pocl") -> str | None:
     return found if isinstance(found, str) else None
 
 
-def opencl_target() -> tvm.target.Target:
-    """The OpenCL target the CUDA schedules are lowered for, with an llvm host. Warp size 1: with
-    32, TVM's allreduce lowering puts barrier() under `if (tid < 16)` (a divergent barrier)."""
-    return tvm.target.Target(OPENCL_TARGET, host="llvm")
-
-
-# ----------------------------------------------------------------------------------------------
-# lowering: OpenCL C + the host's launch list
-# ----------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Param:
-    """A PrimFunc parameter: a buffer (dtype, shape exprs with symbolic vars) or a scalar var."""
-
-    name: str
-    dtype: str
-    shape: tuple | None  # None: a scalar parameter, bound to `var`
-    var: object = None
-    written: bool = False  # some device code stores into it (copied back after a call)
-
-
-@dataclass(frozen=True)
-class Scratch:
-    """A device buffer the host allocates between launches (an intermediate global buffer)."""
-
-    name: str
-    dtype: str
-    shape: tuple
-
-
-@dataclass(frozen=True)
-class Launch:
-    """One kernel launch: args are ("param", i), ("scratch", i) or a scalar (expr, dtype)."""
-
-    symbol: str
-    args: tuple
-    grid: tuple  # 3 exprs (blockIdx.x, y, z)
-    block: tuple  # 3 exprs (threadIdx.x, y, z)
-    dyn_shared: object = None  # bytes of dynamic shared memory (expr), if any
-
-
-@dataclass
-class OpenCLProgram:
-    """OpenCL C of a scheduled PrimFunc plus what the host function does around the kernels."""
-
-    symbol: str
-    source: str
-    params: list[Param]
-    launches: list[Launch]
-    scratch: list[Scratch]
-    lets: dict = field(repr=False)  # host Let bindings, var -> value expr (evaluated on demand)
-
-
-def _dtype(expr) -> str:
-    """The dtype of a scalar PrimExpr ("handle" for pointers)."""
-    return str(getattr(expr.ty, "dtype", "handle"))
-
-
-def _op_name(expr) -> str | None:
-    return expr.op.name if isinstance(expr, Call) and hasattr(expr.op, "name") else None
-
-
-def _shared_dyn_to_shared(mod: tvm.IRModule) -> tvm.IRModule:
-    """The module with every "shared.dyn" buffer in scope "shared": TVM's OpenCL codegen emits a
-    shared.dyn buffer as a private array (wrong numbers, no error). A TVMScript round trip, done
-    only when the scope occurs."""
-    text = mod.script()
-    if '"shared.dyn"' not in text:
-        return mod
-    return tvm.script.from_source(text.replace('"shared.dyn"', '"shared"'))
-
-
-def _written_buffers(func: tirx.PrimFunc) -> set[str]:
-    """Names of the buffers a PrimFunc stores into (BufferStore targets)."""
-    names: set[str] = set()
-    tvm_ffi.structural_walk(func.body, (tirx.BufferStore, lambda s: names.add(s.buffer.name)))
-    return names
-
-
-def _params(func: tirx.PrimFunc) -> list[Param]:
-    """The PrimFunc's parameters, buffer or scalar, in order."""
-    written = _written_buffers(func)
-    out = []
-    for var in func.params:
-        if isinstance(var.ty, BufferType):
-            out.append(Param(var.name, str(var.dtype), tuple(var.shape), var, var.name in written))
-        else:
-            out.append(Param(var.name, _dtype(var), None, var))
-    return out
-
-
-class _HostWalk:
-    """Collects, in program order, the host function's Let bindings, scratch allocations, buffer
-    declarations and kernel launches."""
-
-    def __init__(self, host: tirx.PrimFunc):
-        self.args_var = host.params[1]  # (self, args, num_args, result): the packed arguments
-        self.lets: dict = {}
-        self.scratch: dict = {}  # Buffer -> index into scratch_list
-        self.scratch_list: list[Scratch] = []
-        self.decls: dict = {}  # Buffer -> data expr
-        self.calls: list = []
-        tvm_ffi.structural_walk(host.body, [
-            (tirx.Bind, self._bind), (tirx.LetStmt, self._bind),
-            (tirx.AllocBuffer, self._alloc), (tirx.DeclBuffer, self._decl),
-            (Call, self._call)], order="pre")
-        for kind in (tirx.For, tirx.While, tirx.IfThenElse):
-            tvm_ffi.structural_walk(host.body, (kind, self._no_launch_under))
-
-    def _bind(self, s):
-        self.lets[s.var] = s.value
-
-    def _alloc(self, s):
-        b = s.buffer
-        self.scratch[b] = len(self.scratch_list)
-        self.scratch_list.append(Scratch(b.name, str(b.dtype), tuple(b.shape)))
-
-    def _decl(self, s):
-        self.decls[s.buffer] = s.data if hasattr(s, "data") else s.buffer.data
-
-    def _call(self, c):
-        if _op_name(c) == "tirx.call_ffi_kernel":
-            self.calls.append(c)
-
-    def _no_launch_under(self, s):
-        found = []
-        tvm_ffi.structural_walk(s, (Call, lambda c: found.append(c)
-                                    if _op_name(c) == "tirx.call_ffi_kernel" else None))
-        if found:
-            raise NotImplementedError(f"{type(s).__name__} around a kernel launch in the host "
-                                      f"function; only straight-line launches are supported")
-
-    def param_index(self, handle_expr) -> int | None:
-        """i such that the expr reads the data pointer of packed argument i, else None."""
-        hits = []
-
-        def visit(c):
-            if _op_name(c) == "tirx.tvm_struct_get" and c.args[0].same_as(self.args_var):
-                hits.append(int(c.args[1]))
-            elif _op_name(c) == "tirx.tvm_struct_get" and isinstance(c.args[0], tirx.Var) \
-                    and c.args[0] in self.lets:
-                found = self.param_index(self.lets[c.args[0]])
-                if found is not None:
-                    hits.append(found)
-        tvm_ffi.structural_walk(handle_expr, (Call, visit))
-        return hits[0] if hits else None
-
-    def buffer_arg(self, buf, depth: int = 0) -> tuple:
-        """("param", i) or ("scratch", i): where the data of a host buffer comes from."""
-        if buf in self.scratch:
-            return ("scratch", self.scratch[buf])
-        data = self.decls.get(buf)
-        if data is None or depth > 32:
-            raise NotImplementedError(f"kernel argument {buf.name}.data: buffer not declared "
-                                      f"or allocated in the host function")
-        if _op_name(data) == "tirx.buffer_data":
-            return self.buffer_arg(data.args[0], depth + 1)
-        index = self.param_index(data)
-        if index is None:
-            raise NotImplementedError(f"kernel argument {buf.name}.data = {data}: not a "
-                                      f"parameter's data pointer")
-        return ("param", index)
-
-    def launch(self, call) -> Launch:
-        names = [str(p) for p in call.attrs.launch_params]
-        args = list(call.args)
-        symbol = str(args[0].value)
-        kernel_args, extents = args[1:len(args) - len(names)], args[len(args) - len(names):]
-        grid, block = [tirx.const(1, "int64")] * 3, [tirx.const(1, "int64")] * 3
-        dyn_shared = None
-        for name, extent in zip(names, extents):
-            if name in _GRID:
-                grid[_GRID[name]] = extent
-            elif name in _BLOCK:
-                block[_BLOCK[name]] = extent
-            elif "dyn_shared" in name:
-                dyn_shared = extent
-            else:
-                raise NotImplementedError(f"launch parameter {name!r} of {symbol}")
-        out = []
-        for a in kernel_args:
-            if _op_name(a) == "tirx.buffer_data":
-                out.append(self.buffer_arg(a.args[0]))
-            elif _dtype(a) == "handle":
-                raise NotImplementedError(f"pointer argument {a} of {symbol}")
-            else:
-                out.append((a, _dtype(a)))
-        return Launch(symbol, tuple(out), tuple(grid), tuple(block), dyn_shared)
-
-
-def lower_to_opencl(mod: tvm.IRModule) -> OpenCLProgram:
-    """The OpenCL C source and launch list of a scheduled IRModule {"main": func} (thread-bound
-    TIR as apply_schedule returns it for a CUDA target)."""
-    mod = _shared_dyn_to_shared(mod)  # a new module: its vars are the ones the host binds
-    func = mod["main"]
-    symbol = str(func.attrs["global_symbol"]) if func.attrs and "global_symbol" in func.attrs \
-        else "main"
-    params = _params(func)
-    tgt = opencl_target()
-    mod = tirx.transform.BindTarget(tgt)(mod)
-    passes, _finalize_host, finalize_device = tvm.tirx.get_default_tir_pipeline(tgt)
-    mod = passes(mod)
-    host_mod, device_mods = split_host_device_mods(mod)
-    sources = []
-    for dev_tgt, dev_mod in device_mods.items():
-        if len(dev_mod.functions):
-            final = finalize_device()(dev_mod)
-            sources.append(exact_float_literals(codegen_build(final, dev_tgt).inspect_source(),
-                                                final))
-    host_funcs = list(host_mod.functions.values())
-    if len(host_funcs) != 1:
-        raise NotImplementedError(f"{symbol}: expected one host function, got {len(host_funcs)}")
-    walk = _HostWalk(host_funcs[0])
-    if not walk.calls:
-        raise ValueError(f"{symbol}: no kernel launch in the lowered host function; the schedule "
-                         f"binds no blockIdx/threadIdx (it would run on the host)")
-    launches = [walk.launch(c) for c in walk.calls]
-    return OpenCLProgram(symbol, "\n".join(sources), params, launches, walk.scratch_list, walk.lets)
-
-
 def build_options() -> str:
     """OpenCL build options: `-cl-opt-disable` unless HYMBA_POCL_BUILD_OPTIONS says otherwise.
 
@@ -321,117 +94,6 @@ def build_options() -> str:
     right ones unoptimised and on Oclgrind (which reported no race), at the same source. The
     check is of our TIR's semantics, not of pocl's optimiser, so it runs unoptimised."""
     return os.environ.get("HYMBA_POCL_BUILD_OPTIONS", "-cl-opt-disable")
-
-
-_LITERAL = re.compile(r"(?<![\w.])(\d\.\d{6}e[+-]\d{2,3})f")
-
-
-def exact_float_literals(source: str, device_mod: tvm.IRModule) -> str:
-    """The OpenCL C with every float32 literal written exactly (a hex float).
-
-    TVM's OpenCL codegen prints float constants with 7 significant digits ("1.333522e-04f"),
-    which does not round-trip a float32 (9 digits do): RoPE's inv_freq table came out up to
-    5e-5 rad off at position 419, and the exp polynomials' coefficients move too. The CUDA
-    codegen prints hex floats, so this is a difference of the checking path only: each printed
-    literal is replaced by the one float32 constant of the device TIR that prints as it (left as
-    printed if none or several do)."""
-    exact: dict[str, set[float]] = {}
-
-    def visit(node):
-        if isinstance(node, tirx.FloatImm) and str(node.ty.dtype) == "float32":
-            v = abs(float(np.float32(node.value)))
-            exact.setdefault(f"{v:.6e}", set()).add(v)
-
-    for func in device_mod.functions.values():
-        tvm_ffi.structural_walk(func, visit)
-
-    def replace(match):
-        values = exact.get(match.group(1), set())
-        return f"{float(next(iter(values))).hex()}f" if len(values) == 1 else match.group(0)
-
-    return _LITERAL.sub(replace, source)
-
-
-# ----------------------------------------------------------------------------------------------
-# a small evaluator of integer (and float) PrimExprs
-# ----------------------------------------------------------------------------------------------
-
-def _trunc_div(a, b):
-    q = abs(a) // abs(b)
-    return q if (a >= 0) == (b >= 0) else -q
-
-
-def _cast(dtype: str, v):
-    if dtype.startswith("float"):
-        return float(v)
-    if dtype == "bool":
-        return bool(v)
-    bits = int(re.sub(r"\D", "", dtype) or 64)
-    v = int(v) & ((1 << bits) - 1)
-    return v - (1 << bits) if dtype.startswith("int") and v >= 1 << (bits - 1) else v
-
-
-_BINARY = {
-    tirx.Add: lambda a, b: a + b, tirx.Sub: lambda a, b: a - b, tirx.Mul: lambda a, b: a * b,
-    tirx.FloorDiv: lambda a, b: a // b, tirx.FloorMod: lambda a, b: a % b,
-    tirx.Min: min, tirx.Max: max,
-    tirx.EQ: lambda a, b: a == b, tirx.NE: lambda a, b: a != b, tirx.LT: lambda a, b: a < b,
-    tirx.LE: lambda a, b: a <= b, tirx.GT: lambda a, b: a > b, tirx.GE: lambda a, b: a >= b,
-    tirx.And: lambda a, b: bool(a and b), tirx.Or: lambda a, b: bool(a or b),
-}
-_CALLS = {
-    "tirx.shift_left": lambda a, b: a << b, "tirx.shift_right": lambda a, b: a >> b,
-    "tirx.bitwise_and": lambda a, b: a & b, "tirx.bitwise_or": lambda a, b: a | b,
-    "tirx.bitwise_xor": lambda a, b: a ^ b, "tirx.likely": lambda a: a,
-}
-
-
-def evaluate(expr, env: dict, lets: dict | None = None):
-    """The value (int, float or bool) of a PrimExpr, with vars from `env` (var -> value) or
-    computed from `lets` (var -> expr, memoised into env)."""
-    if isinstance(expr, (int, float)):
-        return expr
-    if isinstance(expr, tirx.IntImm):
-        return int(expr.value)
-    if isinstance(expr, tirx.FloatImm):
-        return float(expr.value)
-    if isinstance(expr, tirx.Var):
-        if expr in env:
-            return env[expr]
-        if lets is not None and expr in lets:
-            env[expr] = evaluate(lets[expr], env, lets)
-            return env[expr]
-        raise ValueError(f"unbound variable {expr.name!r} in a launch or allocation expression")
-    ev = lambda e: evaluate(e, env, lets)  # noqa: E731
-    kind = type(expr)
-    if kind in _BINARY:
-        return _BINARY[kind](ev(expr.a), ev(expr.b))
-    if kind is tirx.Div:
-        a, b = ev(expr.a), ev(expr.b)
-        return a / b if isinstance(a, float) or isinstance(b, float) else _trunc_div(a, b)
-    if kind is tirx.Mod:
-        a, b = ev(expr.a), ev(expr.b)
-        return math.fmod(a, b) if isinstance(a, float) else a - b * _trunc_div(a, b)
-    if kind is tirx.Not:
-        return not ev(expr.a)
-    if kind is tirx.Select:
-        return ev(expr.true_value) if ev(expr.condition) else ev(expr.false_value)
-    if kind is tirx.Cast:
-        return _cast(_dtype(expr), ev(expr.value))
-    if kind is tirx.Let:
-        return evaluate(expr.body, {**env, expr.var: ev(expr.value)}, lets)
-    if kind in (tirx.BufferLoad, TensorLoad):  # env[("buffer", name)]: values read in an extent
-        buffer = expr.buffer if kind is tirx.BufferLoad else expr.source
-        name = str(buffer.name)
-        if ("buffer", name) not in env:
-            raise ValueError(f"buffer {name!r} is read in the expression; give its values")
-        return env[("buffer", name)][tuple(ev(i) for i in expr.indices)]
-    op = _op_name(expr)
-    if op == "tirx.if_then_else":
-        return ev(expr.args[1]) if ev(expr.args[0]) else ev(expr.args[2])
-    if op in _CALLS:
-        return _CALLS[op](*[ev(a) for a in expr.args])
-    raise NotImplementedError(f"cannot evaluate {kind.__name__} {expr} on the host")
 
 
 # ----------------------------------------------------------------------------------------------

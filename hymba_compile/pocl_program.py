@@ -25,7 +25,9 @@ import tvm
 import tvm_ffi
 from tvm import relax, tirx
 
-from .pocl import PoclKernel, evaluate, lower_to_opencl
+from .opencl_lower import lower_to_opencl
+from .pocl import PoclKernel
+from .tir_eval import evaluate
 
 PREFIX = "hymba.pocl"
 _CALL_TIR = tvm.ir.Op.get("relax.call_tir")

@@ -8,7 +8,7 @@ import pytest
 import tvm_ffi
 from tvm import tirx
 
-from hymba_compile.pocl import evaluate
+from hymba_compile.tir_eval import evaluate
 from ir import attention as A
 from ir.norm import rmsnorm
 from ir.scan import selective_state_update

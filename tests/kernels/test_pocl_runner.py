@@ -16,8 +16,8 @@ import pytest
 import torch
 import tvm
 
-from hymba_compile.pocl import (PoclKernel, build_pocl_kernel, lower_to_opencl,
-                                pocl_unavailable_reason)
+from hymba_compile.opencl_lower import lower_to_opencl
+from hymba_compile.pocl import PoclKernel, build_pocl_kernel, pocl_unavailable_reason
 from hymba_compile.reference import add_rms_norm, causal_conv1d_step, linear, rms_norm
 from hymba_compile.reference import ssm_input_split as split_ref
 from ir.conv import causal_conv1d_step as conv_step

@@ -61,7 +61,7 @@ CASES = [
 def _inputs(kernel, extent: int = 3):
     """Tensors for every parameter: symbolic extents `extent`, floats random, integers 1 (a
     valid position, pad count, cache count or token id at these sizes), bools True."""
-    from hymba_compile.pocl import evaluate
+    from hymba_compile.tir_eval import evaluate
 
     env = {}
     for p in kernel.program.params:
