@@ -31,7 +31,7 @@ from tvm import relax, tirx
 
 from ir import embed, linear, norm
 from ir.common import KERNEL_ATTR
-from schedules import apply_schedule
+from schedules.registry import schedule
 from schedules.options import build_for
 
 from .config import GLOBAL, HymbaConfig
@@ -84,10 +84,11 @@ class _Kernels:
         if symbol not in self.gvars:
             family = str(func.attrs[KERNEL_ATTR])
             variant = self.variants.get(family)
-            scheduled = apply_schedule(func, self.target, variant)["main"]
+            mod, used = schedule(func, self.target, variant)
+            scheduled = mod["main"]
             scheduled = scheduled.with_attr({"tirx.is_scheduled": True, "global_symbol": symbol})
             self.gvars[symbol] = self.bb.add_func(scheduled, symbol)
-            self.chosen[symbol] = variant or "default"
+            self.chosen[symbol] = used
             if self.on_kernel is not None:
                 self.on_kernel(symbol)
         return self.gvars[symbol]

@@ -20,7 +20,13 @@ from ..registry import cuda_rule
 from .common import chunk_for, schedule_children, to_shared
 
 THREADS = 128
-PREFILL_THREADS = 256  # G x block_q = 80 rows of scores and accumulators at Hymba size
+
+
+def prefill_threads(rows: int, cols: int) -> int:
+    """Lanes of a flash prefill block for an accumulator tile [rows, cols]: 256 for Hymba's
+    80 x 128 (128 lanes would need 168-252 registers each), 128 for small tiles (at 256 lanes
+    ptxas gave a 32 x 32 tile 64 registers and a 4-byte spill on sm_80)."""
+    return 256 if rows * cols >= 8192 else 128
 
 
 def _tile(sch, block_name: str) -> list[int]:
@@ -48,21 +54,22 @@ _PREFILL_SHARED = {"load_q": ("qs",), "load_k": ("kt",), "load_v": ("vt",), "sco
 
 @cuda_rule("attention_prefill", "flash_lanes")
 def prefill_flash_lanes(func, target):
-    """Flash prefill: one block of 256 lanes per (row, kv head, query block): the G query heads
-    sharing the kv head (G x `block_q` rows) over `block_k`-key tiles, each k/v tile loaded once
-    for the group.
+    """Flash prefill: one block (`prefill_threads` lanes) per (row, kv head, query block): the
+    G query heads sharing the kv head (G x `block_q` rows) over `block_k`-key tiles, each k/v
+    tile loaded once for the group.
     Declines the "branch" key walk (a branch around shared tiles cannot hold barriers): build
     with `schedules.kernel_options("attention_prefill", target)`."""
     if str(func.attrs.get(KEY_WALK_ATTR, "branch")) != "compact":
         return None
     sch = s_tir.Schedule(func, enable_check=False)
     rows, cols = _tile(sch, "init_acc")
-    chunk = chunk_for(rows, cols, PREFILL_THREADS)
+    threads = prefill_threads(rows, cols)
+    chunk = chunk_for(rows, cols, threads)
     if chunk is None:  # more query rows (G x block_q) than lanes
         return None
     acc = {"init_acc": ((), chunk), "rescale": ((), chunk), "pv": ((0,), chunk),
            "store": ((), chunk)}
-    schedule_children(sch, sch.get_sblock("flash"), PREFILL_THREADS, _PREFILL_SERIAL, acc)
+    schedule_children(sch, sch.get_sblock("flash"), threads, _PREFILL_SERIAL, acc)
     to_shared(sch, _PREFILL_SHARED)
     return sch
 
