@@ -118,11 +118,3 @@ def schedule_children(sch: s_tir.Schedule, outer, threads: int, plan: dict[str, 
         if par:
             bind_lanes(sch, child, par, threads)
 
-
-def bind_injective(sch: s_tir.Schedule, block, threads: int = 256) -> None:
-    """An elementwise root block: every output element a lane, `threads` lanes per block."""
-    loops = sch.get_loops(block)
-    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-    grid, lane = sch.split(fused, factors=[None, threads])
-    sch.bind(grid, "blockIdx.x")
-    sch.bind(lane, "threadIdx.x")
