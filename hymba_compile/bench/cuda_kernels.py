@@ -77,7 +77,7 @@ def _cuda_variant_ok(case: KernelCase, target) -> bool:
 def _shape(dims: tuple, env: dict) -> tuple[int, ...]:
     from tvm import tirx
 
-    from ..pocl import evaluate
+    from ..tir_eval import evaluate
     return tuple(int(d) if isinstance(d, (int, tirx.IntImm)) else int(evaluate(d, env))
                  for d in dims)
 

@@ -7,9 +7,9 @@ accesses: it found dlight's GEMV writing past the end of y). Slow (a simulator):
 from __future__ import annotations
 
 import pytest
-import torch
 
-from hymba_compile.pocl import build_pocl_kernel, oclgrind_check, pocl_unavailable_reason
+from hymba_compile.bench.cuda_kernels import make_inputs
+from hymba_compile.pocl import oclgrind_check, pocl_unavailable_reason
 from ir import attention as A
 from ir import combine, conv, embed, linear, norm, scan
 from schedules import named_target
@@ -58,32 +58,18 @@ CASES = [
 ]
 
 
-def _inputs(kernel, extent: int = 3):
-    """Tensors for every parameter: symbolic extents `extent`, floats random, integers 1 (a
-    valid position, pad count, cache count or token id at these sizes), bools True."""
-    from hymba_compile.tir_eval import evaluate
-
-    env = {}
-    for p in kernel.program.params:
-        for dim in p.shape or ():
-            if not isinstance(dim, int) and type(dim).__name__ == "Var":
-                env.setdefault(dim, extent)
-    tensors = []
-    for p in kernel.program.params:
-        shape = [evaluate(d, env) for d in p.shape]
-        if p.dtype.startswith("float") or p.dtype == "bfloat16":
-            tensors.append(torch.randn(shape).to(getattr(torch, p.dtype)))
-        elif p.dtype == "bool":
-            tensors.append(torch.ones(shape, dtype=torch.bool))
-        else:
-            tensors.append(torch.ones(shape, dtype=getattr(torch, p.dtype)))
-    return tensors
+def _inputs(func):
+    """Tensors for every parameter (`bench.cuda_kernels.make_inputs`): symbolic extents 3,
+    floats random, integers 1 (a valid position, pad count, cache count or token id at these
+    sizes)."""
+    ones = {p.name: (1, 1) for p in func.params if str(p.dtype).startswith("int")}
+    return make_inputs(func, {}, ones)
 
 
 @pytest.mark.parametrize("builder, args", CASES,
                          ids=[f"{b.__name__}{i}" for i, (b, _) in enumerate(CASES)])
 def test_no_race_or_divergence(builder, args):
     func = build_for(builder, args, CUDA, **SMALL_TILES.get(builder.__name__, {}))
-    tensors = _inputs(build_pocl_kernel(func, "cuda:sm_90"))
+    tensors = _inputs(func)
     report = oclgrind_check(func, *tensors, target="cuda:sm_90")
     assert report == "", f"{func.attrs['global_symbol']}:\n{report}"
