@@ -128,7 +128,9 @@ def _launches(host_func: tvm.tirx.PrimFunc) -> tuple[list[tuple[str, int]], bool
     return launches, bool(host_compute)
 
 
-def _error_line(e: Exception) -> str:
+def error_line(e: Exception) -> str:
+    """The exception's type and the last non-empty line of its message (TVM puts the reason
+    last, after its backtrace)."""
     lines = [line for line in str(e).strip().splitlines() if line.strip()]
     return f"{type(e).__name__}: {lines[-1] if lines else ''}"
 
@@ -161,7 +163,7 @@ def lower_cuda(funcs: dict, target="cuda:sm_90", strict: bool = True) -> DeviceC
         try:
             _lower({symbol: func}, tgt, strict=False)
         except Exception as e:  # noqa: BLE001 - reported per kernel
-            failed[symbol] = _error_line(e)
+            failed[symbol] = error_line(e)
     code = _lower({s: f for s, f in prims.items() if s not in failed}, tgt, strict=False)
     code.failed = failed
     return code

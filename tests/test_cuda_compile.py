@@ -97,11 +97,6 @@ def _ident(builder, args) -> str:
 EXAMPLES = [(_ident(b, a), b, tuple(a)) for b, a in examples()]
 
 
-def _last_line(e: Exception) -> str:
-    lines = [line for line in str(e).strip().splitlines() if line.strip()]
-    return f"{type(e).__name__}: {lines[-1] if lines else ''}"
-
-
 @dataclass
 class Lowered:
     code: cc.DeviceCode
@@ -122,7 +117,7 @@ def lower_examples() -> Lowered:
             funcs[symbol], variants[symbol] = schedule(func, tgt)
             ids[symbol] = ident
         except Exception as e:  # noqa: BLE001 - reported by test_every_example_lowers
-            failures[ident] = f"schedule: {_last_line(e)}"
+            failures[ident] = f"schedule: {cc.error_line(e)}"
     code = cc.lower_cuda(funcs, tgt, strict=False)
     failures.update({ids[s]: f"lower: {err}" for s, err in code.failed.items()})
     return Lowered(code, variants, failures)

@@ -58,8 +58,9 @@ class Func:
 
 
 def _last_line(e: Exception) -> str:
-    lines = [line for line in str(e).strip().splitlines() if line.strip()]
-    return f"{type(e).__name__}: {lines[-1] if lines else ''}"[:300]
+    from ..cuda_compile import error_line
+
+    return error_line(e)[:300]
 
 
 def _cuda_variant_ok(case: KernelCase, target) -> bool:
