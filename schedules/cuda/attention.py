@@ -40,14 +40,12 @@ def rope_token_lanes(func, target):
     """One block per token; cos/sin of the position computed once into shared memory, then every
     rotated q/k element and copied v element a lane."""
     sch = s_tir.Schedule(func, enable_check=False)
-    schedule_children(sch, sch.get_sblock("token"), THREADS, {})
+    schedule_children(sch, sch.get_sblock("token"), THREADS)
     to_shared(sch, {"cos_sin": ("cs", "sn")})
     return sch
 
 
-# own loops of each flash child kept serial inside a lane (indices into its own loops), and the
-# tiles in shared memory (writer block -> buffers): everything the lanes exchange
-_PREFILL_SERIAL: dict = {}
+# the tiles in shared memory (writer block -> buffers): everything the lanes exchange
 _PREFILL_SHARED = {"load_q": ("qs",), "load_k": ("kt",), "load_v": ("vt",), "score": ("sc",),
                    "init_stats": ("mx", "sm"), "max": ("al",)}
 
@@ -69,12 +67,11 @@ def prefill_flash_lanes(func, target):
         return None
     acc = {"init_acc": ((), chunk), "rescale": ((), chunk), "pv": ((0,), chunk),
            "store": ((), chunk)}
-    schedule_children(sch, sch.get_sblock("flash"), threads, _PREFILL_SERIAL, acc)
+    schedule_children(sch, sch.get_sblock("flash"), threads, acc)
     to_shared(sch, _PREFILL_SHARED)
     return sch
 
 
-_DECODE_SERIAL: dict = {}
 _DECODE_SHARED = {"load_q": ("qs",), "load_k": ("kt",), "load_v": ("vt",), "score": ("sc",),
                   "init_stats": ("mx", "sm"), "max": ("mn", "al"), "sum": ("sn",)}
 
@@ -95,11 +92,11 @@ def decode_split_lanes(func, target):
         return None
     acc = {"init_acc": ((), chunk), "rescale": ((), chunk), "pv": ((1,), chunk),
            "store_acc": ((), chunk)}
-    schedule_children(sch, sch.get_sblock("split"), THREADS, _DECODE_SERIAL, acc)
+    schedule_children(sch, sch.get_sblock("split"), THREADS, acc)
     to_shared(sch, _DECODE_SHARED)
     acc = {"combine_init": ((), combine_chunk), "combine_acc": ((0,), combine_chunk),
            "combine_out": ((), combine_chunk)}
-    schedule_children(sch, sch.get_sblock("combine"), THREADS, {}, acc)
+    schedule_children(sch, sch.get_sblock("combine"), THREADS, acc)
     return sch
 
 
@@ -107,7 +104,7 @@ def decode_split_lanes(func, target):
 def cache_write_lanes(func, target):
     """One block per (row, kv head); the head's k and v elements a lane each."""
     sch = s_tir.Schedule(func, enable_check=False)
-    schedule_children(sch, sch.get_sblock("write"), THREADS, {})
+    schedule_children(sch, sch.get_sblock("write"), THREADS)
     return sch
 
 
@@ -115,5 +112,5 @@ def cache_write_lanes(func, target):
 def cache_fill_lanes(func, target):
     """One block per (row, kv head, token); the token's k and v elements a lane each."""
     sch = s_tir.Schedule(func, enable_check=False)
-    schedule_children(sch, sch.get_sblock("fill"), THREADS, {})
+    schedule_children(sch, sch.get_sblock("fill"), THREADS)
     return sch

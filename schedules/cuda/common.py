@@ -12,7 +12,7 @@ part one lane touches)."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from tvm import s_tir
 
@@ -42,15 +42,6 @@ def bind_lanes(sch: s_tir.Schedule, block, loops: list, threads: int, unroll: bo
     if unroll:
         sch.annotate(outer, "pragma_unroll_explicit", 0)
         sch.annotate(outer, "pragma_auto_unroll_max_step", 16)
-
-
-def move_inside(sch: s_tir.Schedule, loops: list, serial: list) -> list:
-    """Reorder so that the `serial` loops (a reduction) are innermost; returns the other loops
-    in their order. `loops` are the block's own loops, outermost first."""
-    keep = [l for l in loops if sch.get_sref(l) not in {sch.get_sref(s) for s in serial}]
-    if serial:
-        sch.reorder(*keep, *serial)
-    return keep
 
 
 def set_scope(sch: s_tir.Schedule, writer_name: str, buffer_name: str, scope: str) -> None:
@@ -93,14 +84,13 @@ def bind_accumulator(sch: s_tir.Schedule, loops: list, serial: list, threads: in
     sch.unroll(col_inner)  # constant register indices (else sm_100/120 put the array in memory)
 
 
-def schedule_children(sch: s_tir.Schedule, outer, threads: int, plan: dict[str, tuple],
+def schedule_children(sch: s_tir.Schedule, outer, threads: int,
                       accumulators: dict[str, tuple] | None = None) -> None:
-    """Bind `outer` to the grid and each child block to the lanes by `plan`:
-    name -> indices (into the child's own loops, outermost first) of the loops kept serial,
-    innermost, inside each lane; the other own loops are fused and spread over the lanes. A child
-    not in `plan` has all its own loops spread over the lanes; one with no own loops runs in every
-    lane (uniform scalar work into registers). `accumulators`: name -> (serial indices, chunk)
-    for the children that touch a register accumulator (`bind_accumulator`)."""
+    """Bind `outer` to the grid and each child block to the lanes: all of a child's own loops
+    fused and spread over the lanes, except the children in `accumulators`, name -> (indices
+    into its own loops of the loops kept serial inside a lane (a reduction), column chunk), that
+    touch a register accumulator (`bind_accumulator`). A child with no own loops runs in every
+    lane (uniform scalar work into registers)."""
     bind_grid(sch, outer)
     children = sch.get_child_blocks(outer)
     accumulators = accumulators or {}
@@ -112,9 +102,5 @@ def schedule_children(sch: s_tir.Schedule, outer, threads: int, plan: dict[str, 
         if name in accumulators:
             serial_idx, chunk = accumulators[name]
             bind_accumulator(sch, loops, [loops[i] for i in serial_idx], threads, chunk)
-            continue
-        serial = [loops[i] for i in plan.get(name, ())]
-        par = move_inside(sch, loops, serial)
-        if par:
-            bind_lanes(sch, child, par, threads)
-
+        else:
+            bind_lanes(sch, child, loops, threads)
