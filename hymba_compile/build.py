@@ -36,7 +36,8 @@ def build_kernel(func: tvm.tirx.PrimFunc, target: str = "cpu", variant: str | No
 
 
 def cuda_source(func: tvm.tirx.PrimFunc, target: str = "cuda:sm_90") -> str:
-    """The CUDA C that TVM generates for `func` under dlight's GPU rules (no GPU needed)."""
+    """The CUDA C that TVM generates for `func` under the target's default schedule (its CUDA
+    rule, else dlight's GPU rules; no GPU needed)."""
     tgt = named_target(target)
     mod = apply_schedule(func, tgt)
     exe = tvm.compile(mod, target=tgt)
