@@ -28,8 +28,8 @@ def _batch_list(text: str) -> tuple[int, ...]:
         sizes = tuple(sorted({int(t) for t in text.replace(" ", "").split(",") if t}))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected batch sizes like 1,2,4, got {text!r}") from None
-    if not sizes or sizes[0] < 1 or sizes[-1] > 8:
-        raise argparse.ArgumentTypeError(f"decode batch sizes must be in 1..8, got {text!r}")
+    if not sizes or sizes[0] < 1 or sizes[-1] > 64:
+        raise argparse.ArgumentTypeError(f"decode batch sizes must be in 1..64, got {text!r}")
     return sizes
 
 
@@ -57,13 +57,20 @@ def build_parser() -> argparse.ArgumentParser:
         if backend:
             p.add_argument("--backend", choices=["tvm", "eager"], default="tvm",
                            help="tvm: the compiled program (default); eager: the PyTorch reference")
-        p.add_argument("--target", default="cpu",
-                       help="compile target: cpu (this host's CPU, default) or cpu:<mcpu>")
+        p.add_argument("--target", default=None,
+                       help="compile target: cpu (this host's CPU), cpu:<mcpu> or cuda:sm_XX"
+                            + (" (default cpu); several comma-separated, or cuda:all" if not backend
+                               else " (default: the device's)"))
         p.add_argument("--cache-dir", default=None,
                        help="compiled-program cache folder (default $HYMBA_COMPILE_CACHE or "
                             "~/.cache/hymba_compile)")
-        p.add_argument("--decode-batches", type=_batch_list, default=(1, 2, 4, 8),
-                       help="static decode batch sizes to compile, e.g. 1,4 (default 1,2,4,8)")
+        p.add_argument("--decode-batches", type=_batch_list, default=None,
+                       help="static decode batch sizes to compile, e.g. 1,4 (default 1,2,4,8 on "
+                            "the CPU, 1,2,4,8,16 on CUDA)")
+        if backend:
+            p.add_argument("--device", default=None,
+                           help="cpu, cuda or cuda:N (default: cuda when a GPU is present and a "
+                                "program for it is cached or can be built, else cpu)")
 
     gen = sub.add_parser("generate", help="generate text from a prompt, streaming it")
     model_args(gen)
@@ -85,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("-o", "--out", default=None,
                       help="cache folder to write into (same as --cache-dir)")
     comp.add_argument("--force", action="store_true", help="rebuild even if a valid entry exists")
+    comp.add_argument("--no-cuda-graph", action="store_true",
+                      help="CUDA: do not capture the decode step as a CUDA graph")
 
     train = sub.add_parser("train-demo", help="train the small Shakespeare Hymba shipped as the default")
     train.add_argument("--out", default="hymba-demo", help="output model folder (replaced atomically)")
@@ -124,8 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--no-torch-compile", action="store_true", help="skip the torch.compile rows")
     bm.add_argument("--cache-dir", default=None, help="compiled-program cache folder")
 
-    info = sub.add_parser("info", help="print the config, layer plan, parameter count, cache size")
+    info = sub.add_parser("info", help="print the config, layer plan, parameter count, cache size; "
+                                       "with --artifact, a compiled program's manifest")
     model_args(info)
+    info.add_argument("--artifact", default=None,
+                      help="a compiled program folder (or a cache folder of them): print its "
+                           "manifest as tables")
     return parser
 
 
@@ -159,7 +172,8 @@ def cmd_generate(args) -> int:
     from . import load
 
     model = load(args.model, backend=args.backend, dtype=args.dtype, tokenizer=args.tokenizer,
-                 target=args.target, cache_dir=args.cache_dir, decode_batches=args.decode_batches)
+                 target=args.target, cache_dir=args.cache_dir, decode_batches=args.decode_batches,
+                 device=args.device)
     ids = _prompt_ids(model, args)
     tok = model.tokenizer
     out = sys.stdout
@@ -194,6 +208,11 @@ def cmd_generate(args) -> int:
 
 
 def cmd_info(args) -> int:
+    if args.artifact is not None:
+        from .artifact_info import print_artifacts
+
+        print_artifacts(args.artifact)
+        return 0
     from .model import load_config, resolve_dtype
     from .tokenizer import HymbaTokenizer
     from .weights import parameter_count
@@ -229,20 +248,23 @@ def cmd_compile(args) -> int:
     from .artifacts import ensure_compiled
     from .errors import HymbaError
     from .model import load_config, resolve_dtype
-    from .program import ProgramSpec
-    from .targets import gpu_program_refusal, is_cpu_target
+    from .program_spec import ProgramSpec
+    from .targets import CPU_DECODE_BATCHES, CUDA_DECODE_BATCHES, is_cpu_target, parse_targets
 
     config, _ = load_config(args.model)
     dtype = str(resolve_dtype(args.dtype, config)).replace("torch.", "")
-    if not is_cpu_target(args.target):
-        raise HymbaError(gpu_program_refusal(args.target))
-    try:
-        spec = ProgramSpec(config, dtype, args.decode_batches)
-    except ValueError as e:
-        raise HymbaError(str(e)) from None
-    artifact = ensure_compiled(spec, args.target, args.out or args.cache_dir, force=args.force)
-    state = f"compiled in {artifact.compile_s:.1f} s" if artifact.built_now else "already cached"
-    print(f"{artifact.library} ({state}; key {artifact.key})")
+    targets = parse_targets(args.target or "cpu")
+    for target in targets:
+        batches = args.decode_batches or (CPU_DECODE_BATCHES if is_cpu_target(target)
+                                          else CUDA_DECODE_BATCHES)
+        try:
+            spec = ProgramSpec(config, dtype, batches)
+        except ValueError as e:
+            raise HymbaError(str(e)) from None
+        artifact = ensure_compiled(spec, target, args.out or args.cache_dir, force=args.force,
+                                   cuda_graph=not args.no_cuda_graph)
+        state = f"compiled in {artifact.compile_s:.1f} s" if artifact.built_now else "already cached"
+        print(f"{target}: {artifact.library} ({state}; key {artifact.key})", flush=True)
     return 0
 
 

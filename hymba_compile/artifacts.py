@@ -9,8 +9,16 @@ the source text of everything that generates the IR and the schedules (`ir/`, `s
 those sources and the spec.
 
 Entry layout: <cache>/<key>/program.so and manifest.json (key, sha256 and size of the .so,
-what it was built from, compile seconds). An entry is written into a temporary folder beside it
-and renamed into place, so a killed compile leaves no half entry under the key.
+what it was built from, compile seconds, per kernel its schedule variant and launches, on CUDA
+its registers / shared memory / spills from ptxas, the launches of each function). An entry is
+written into a temporary folder beside it and renamed into place, so a killed compile leaves no
+half entry under the key.
+
+CUDA entries (target cuda:sm_XX) hold the device code as an nvcc fatbin for that arch
+(`cuda_export`): loading needs neither nvcc nor NVRTC. `find_prebuilt` finds an entry without
+computing the key (which needs TVM's compiler for the target): by the spec, source and version
+digests recorded in manifests; the runtime-only load path uses it. This module imports the
+compiler lazily, only to compile.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from pathlib import Path
 import tvm
 
 from .errors import HymbaError
-from .program import ProgramSpec, build_program
+from .program_spec import ProgramSpec
 
 CACHE_ENV = "HYMBA_COMPILE_CACHE"
 LIBRARY = "program.so"
@@ -58,25 +66,34 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
-def artifact_key(spec: ProgramSpec, target: str, variants: dict[str, str] | None = None) -> str:
-    """The cache key of the executable for `spec` on `target` (named target, e.g. "cpu")."""
+def versions() -> dict[str, str]:
+    """Versions an executable depends on (recorded in the manifest, part of the key)."""
     import torch  # noqa: PLC0415 - only for its version
 
-    from schedules import named_target  # noqa: PLC0415
+    return {"tvm": tvm.__version__, "tvm_ffi": _version("apache-tvm-ffi"),
+            "torch": torch.__version__, "package": _version("hymba-compile")}
 
+
+def source_digest() -> str:
+    """sha256 of the sources that generate the IR and the schedules (read, not imported)."""
     h = hashlib.sha256()
-    parts = {
-        "config": spec.config.to_dict(), "weight_dtype": spec.weight_dtype,
-        "decode_batches": list(spec.decode_batches), "variants": sorted((variants or {}).items()),
-        "target": str(named_target(target)), "tvm": tvm.__version__,
-        "tvm_ffi": _version("apache-tvm-ffi"), "torch": torch.__version__,
-        "package": _version("hymba-compile"),
-    }
-    h.update(json.dumps(parts, sort_keys=True, default=str).encode())
     for path in _source_files():
         h.update(path.name.encode())
         h.update(path.read_bytes())
-    return h.hexdigest()[:32]
+    return h.hexdigest()
+
+
+def artifact_key(spec: ProgramSpec, target: str, variants: dict[str, str] | None = None,
+                 cuda_graph: bool = True) -> str:
+    """The cache key of the executable for `spec` on `target` (named target, e.g. "cpu",
+    "cuda:sm_90"). Needs TVM's compiler (the target's full description, e.g. the host CPU)."""
+    from schedules import named_target  # noqa: PLC0415
+
+    parts = {"spec": spec.digest(), "variants": sorted((variants or {}).items()),
+             "target": str(named_target(target)), "sources": source_digest(), **versions()}
+    if not target.startswith("cpu"):
+        parts["cuda_graph"] = bool(cuda_graph)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
 def _sha256(path: Path) -> str:
@@ -101,8 +118,8 @@ class Artifact:
         return self.path / LIBRARY
 
 
-def verify(entry: Path, key: str) -> str | None:
-    """None if the entry is complete and intact for `key`, else why not."""
+def verify(entry: Path, key: str | None) -> str | None:
+    """None if the entry is complete and intact (for `key`, unless None), else why not."""
     manifest_path, library = entry / MANIFEST, entry / LIBRARY
     if not manifest_path.is_file() or not library.is_file():
         return "incomplete entry"
@@ -110,20 +127,63 @@ def verify(entry: Path, key: str) -> str | None:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError) as e:
         return f"unreadable manifest ({e})"
-    if manifest.get("key") != key:
+    if key is not None and manifest.get("key") != key:
         return "manifest of another key"
     if library.stat().st_size != manifest.get("size") or _sha256(library) != manifest.get("sha256"):
         return "library does not match its recorded checksum"
     return None
 
 
+def compiler_available() -> bool:
+    """False under a runtime-only TVM (no libtvm_compiler, or TVM_USE_RUNTIME_LIB=1)."""
+    return not getattr(tvm.base, "_RUNTIME_ONLY", False)
+
+
+def read_manifest(entry: Path) -> dict:
+    return json.loads((Path(entry) / MANIFEST).read_text())
+
+
+def find_prebuilt(spec: ProgramSpec, target: str, cache_dir: str | os.PathLike | None = None,
+                  ) -> Artifact:
+    """An intact entry under `cache_dir` (or an entry folder itself) built for `spec` on the
+    target named `target` ("cpu" matches any CPU build) from these sources and versions,
+    without computing the key. HymbaError listing what is there when none matches."""
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if (root / MANIFEST).is_file():  # an entry folder itself
+        entries = [root]
+    else:
+        entries = sorted(p for p in root.glob("*") if (p / MANIFEST).is_file())
+    want = {"spec_digest": spec.digest(), "source_digest": source_digest(), **{
+        k: v for k, v in versions().items() if k in ("tvm", "package")}}
+    seen = []
+    for entry in entries:
+        try:
+            m = read_manifest(entry)
+        except (OSError, ValueError):
+            continue
+        name = m.get("target_name", "?")
+        seen.append(f"{name} ({m.get('weight_dtype')}, batches {m.get('decode_batches')})")
+        same_target = name == target or (target == "cpu" and name.startswith("cpu"))
+        if same_target and all(m.get(k) == v for k, v in want.items()) \
+                and verify(entry, None) is None:
+            return Artifact(entry, m["key"], float(m.get("compile_s", 0.0)), built_now=False)
+    available = "; ".join(seen) or "none"
+    raise HymbaError(f"no prebuilt program for {target} matching this model, dtype "
+                     f"{spec.weight_dtype}, decode batches {list(spec.decode_batches)} and these "
+                     f"sources in {root} (available: {available}), and no TVM compiler to build "
+                     "one")
+
+
 def ensure_compiled(spec: ProgramSpec, target: str = "cpu", cache_dir: str | os.PathLike | None = None,
                     variants: dict[str, str] | None = None, progress: bool = True,
-                    force: bool = False) -> Artifact:
+                    force: bool = False, cuda_graph: bool = True) -> Artifact:
     """The cached executable for (spec, target), compiling it first if it is missing, corrupt or
-    `force`d. Prints why an entry is rebuilt; shows a progress bar while compiling."""
+    `force`d. Prints why an entry is rebuilt; shows a progress bar while compiling. Under a
+    runtime-only TVM, a matching prebuilt entry (`find_prebuilt`)."""
+    if not compiler_available():
+        return find_prebuilt(spec, target, cache_dir)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    key = artifact_key(spec, target, variants)
+    key = artifact_key(spec, target, variants, cuda_graph)
     entry = root / key
     if entry.exists() and not force:
         problem = verify(entry, key)
@@ -137,35 +197,38 @@ def ensure_compiled(spec: ProgramSpec, target: str = "cpu", cache_dir: str | os.
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise HymbaError(f"cannot create the compile cache folder {root}: {e}") from None
-    return _compile_into(entry, key, spec, target, variants, progress)
+    return _compile_into(entry, key, spec, target, variants, progress, cuda_graph)
 
 
 def _compile_into(entry: Path, key: str, spec: ProgramSpec, target: str,
-                  variants: dict[str, str] | None, progress: bool) -> Artifact:
+                  variants: dict[str, str] | None, progress: bool, cuda_graph: bool) -> Artifact:
     from tqdm import tqdm  # noqa: PLC0415
 
     from schedules import named_target  # noqa: PLC0415
 
+    from .cuda_compile import CudaCompileError  # noqa: PLC0415
+    from .program_build import build_and_export  # noqa: PLC0415
+
     t0 = time.perf_counter()
     tgt = named_target(target)
-    bar = tqdm(desc="scheduling kernels", unit=" kernel", disable=not progress, leave=False)
-    try:
-        mod, chosen = build_program(spec, tgt, variants, on_kernel=lambda _: bar.update())
-    finally:
-        bar.close()
-    with tqdm(total=1, desc=f"compiling {len(chosen)} kernels with {tgt.kind.name}",
-              disable=not progress, leave=False,
-              bar_format="{desc}: {elapsed}") as bar:
-        executable = tvm.compile(mod, target=tgt)
-        bar.update()
     staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=entry.parent))
     try:
         library = staging / LIBRARY
-        executable.export_library(str(library))
+        with tqdm(desc=f"{target}: scheduling kernels", unit=" kernel", disable=not progress,
+                  leave=False) as bar:
+            try:
+                details = build_and_export(
+                    spec, tgt, target, variants, library, cuda_graph,
+                    on_kernel=lambda _: bar.update(),
+                    on_stage=lambda s: bar.set_description(f"{target}: {s}"))
+            except CudaCompileError as e:  # nvcc missing or failing: names the arch and kernel
+                raise HymbaError(f"cannot compile the {target} program: {e}") from None
         compile_s = time.perf_counter() - t0
         manifest = {"key": key, "sha256": _sha256(library), "size": library.stat().st_size,
-                    "target": str(tgt), "weight_dtype": spec.weight_dtype,
-                    "decode_batches": list(spec.decode_batches), "kernels": chosen,
+                    "target": str(tgt), "target_name": target, "weight_dtype": spec.weight_dtype,
+                    "decode_batches": list(spec.decode_batches),
+                    "spec_digest": spec.digest(), "source_digest": source_digest(),
+                    **versions(), **details,
                     "config": spec.config.to_dict(), "compile_s": compile_s,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
@@ -181,8 +244,8 @@ def _compile_into(entry: Path, key: str, spec: ProgramSpec, target: str,
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if progress:
-        print(f"hymba_compile: compiled {len(chosen)} kernels for {target} in {compile_s:.1f} s "
-              f"-> {entry}", file=sys.stderr, flush=True)
+        print(f"hymba_compile: compiled {len(manifest['kernels'])} kernels for {target} in "
+              f"{compile_s:.1f} s -> {entry}", file=sys.stderr, flush=True)
     return Artifact(entry, key, compile_s, built_now=True)
 
 

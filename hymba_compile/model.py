@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -132,9 +133,10 @@ def load_config(path_or_preset: str | os.PathLike) -> tuple[HymbaConfig, Path | 
 
 def load(path_or_preset: str | os.PathLike, backend: str = "tvm",
          dtype: str | torch.dtype | None = None, seed: int = 0,
-         tokenizer: str | os.PathLike | None = None, target: str = "cpu",
+         tokenizer: str | os.PathLike | None = None, target: str | None = None,
          cache_dir: str | os.PathLike | None = None,
-         decode_batches: tuple[int, ...] | None = None, progress: bool = True) -> HymbaModel:
+         decode_batches: tuple[int, ...] | None = None, progress: bool = True,
+         device: str | torch.device | None = None) -> HymbaModel:
     """Load a checkpoint folder (official HF format) or build a preset with seeded random weights.
 
     backend: "tvm" (compiled for `target`, the executable cached under `cache_dir`, see
@@ -142,7 +144,12 @@ def load(path_or_preset: str | os.PathLike, backend: str = "tvm",
     "eager" (the PyTorch reference). dtype: "float32" | "bfloat16" (default: the checkpoint's
     torch_dtype); with "tvm" it is the weight dtype, activations being float32. tokenizer: a folder
     with tokenizer.json to use instead of the checkpoint's own (presets have none).
-    decode_batches: the static decode batch sizes compiled (default 1, 2, 4, 8).
+    decode_batches: the static decode batch sizes compiled (default 1, 2, 4, 8 on the CPU,
+    1, 2, 4, 8, 16 on CUDA). device (tvm backend): "cpu", "cuda" or "cuda:N"; default: CUDA when
+    torch sees a GPU and a program for it is cached or can be built, else the CPU, saying which
+    on stderr. target: the program's target, default the device's ("cpu", or "cuda:sm_XY" from
+    the GPU's compute capability). With a runtime-only TVM, a prebuilt program is loaded from
+    `cache_dir` (`compile -o DIR`); nothing is compiled.
     """
     if backend not in BACKENDS:
         raise HymbaError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
@@ -165,29 +172,61 @@ def load(path_or_preset: str | os.PathLike, backend: str = "tvm",
         raise ModelNotFoundError(f"the tokenizer has {tok.vocab_size} tokens but the model's vocabulary "
                                  f"has {config.vocab_size}: they do not belong together")
     if backend == "eager":
+        if device is not None and torch.device(device).type != "cpu":
+            raise HymbaError("the eager backend runs on the CPU here; use backend='tvm' for "
+                             f"device {device!r}")
         runner = HymbaReference(config, params)
     else:
-        runner = compiled_backend(config, params, torch_dtype, target, cache_dir, decode_batches,
-                                  progress)
+        runner = _compiled_on_device(config, params, torch_dtype, target, cache_dir,
+                                     decode_batches, progress, device)
     return HymbaModel(config, runner, tok, source, torch_dtype)
 
 
-def compiled_backend(config: HymbaConfig, params: dict[str, torch.Tensor], dtype: torch.dtype,
-                     target: str = "cpu", cache_dir=None, decode_batches=None, progress: bool = True):
-    """The `tvm` backend: the cached (or freshly compiled) program with these weights bound."""
-    from .artifacts import ensure_compiled, load_executable  # noqa: PLC0415 - tvm is heavy
-    from .program import ProgramSpec  # noqa: PLC0415
-    from .runtime import CompiledRuntime  # noqa: PLC0415
-    from .targets import gpu_program_refusal, is_cpu_target  # noqa: PLC0415
+def _compiled_on_device(config, params, dtype, target, cache_dir, decode_batches, progress,
+                        device):
+    """compiled_backend on the requested device, or (device None) on CUDA when possible, else
+    on the CPU, saying which on stderr."""
+    from .targets import resolve_device  # noqa: PLC0415
 
-    if not is_cpu_target(target):
-        raise HymbaError(gpu_program_refusal(target))
+    dev = resolve_device(device)
+    if dev is None and target is None and torch.cuda.is_available():
+        try:
+            runner = compiled_backend(config, params, dtype, None, cache_dir, decode_batches,
+                                      progress, "cuda")
+        except HymbaError as e:
+            print(f"hymba_compile: running on the CPU: no CUDA program ({e})", file=sys.stderr)
+        else:
+            print(f"hymba_compile: running on {runner.device} ({runner.artifact_target})",
+                  file=sys.stderr)
+            return runner
+    return compiled_backend(config, params, dtype, target, cache_dir, decode_batches, progress,
+                            dev or "cpu")
+
+
+def compiled_backend(config: HymbaConfig, params: dict[str, torch.Tensor], dtype: torch.dtype,
+                     target: str | None = None, cache_dir=None, decode_batches=None,
+                     progress: bool = True, device: str | torch.device = "cpu"):
+    """The `tvm` backend: the cached (or freshly compiled) program for `target` (default: the
+    device's) with these weights bound on `device`."""
+    from .artifacts import ensure_compiled, load_executable  # noqa: PLC0415 - tvm is heavy
+    from .program_spec import ProgramSpec  # noqa: PLC0415
+    from .runtime import CompiledRuntime  # noqa: PLC0415
+    from .targets import (CPU_DECODE_BATCHES, CUDA_DECODE_BATCHES, device_target,  # noqa: PLC0415
+                          is_cpu_target, resolve_device)
+
+    dev = resolve_device(device)
+    target = target or device_target(dev)
+    if is_cpu_target(target) != (dev.type == "cpu"):
+        raise HymbaError(f"a {target} program cannot run on device {dev}")
+    if dev.type == "cuda" and target != device_target(dev):
+        raise HymbaError(f"{dev} is {device_target(dev)}; a {target} program does not run on it")
     name = "bfloat16" if dtype == torch.bfloat16 else "float32"
+    batches = decode_batches or (CPU_DECODE_BATCHES if dev.type == "cpu" else CUDA_DECODE_BATCHES)
     try:
-        spec = ProgramSpec(config, name, tuple(decode_batches or (1, 2, 4, 8)))
+        spec = ProgramSpec(config, name, tuple(batches))
     except ValueError as e:
         raise HymbaError(str(e)) from None
     artifact = ensure_compiled(spec, target, cache_dir, progress=progress)
-    runtime = CompiledRuntime(load_executable(artifact), spec, params)
-    runtime.artifact = artifact
+    runtime = CompiledRuntime(load_executable(artifact), spec, params, dev)
+    runtime.artifact, runtime.artifact_target = artifact, target
     return runtime

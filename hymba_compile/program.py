@@ -23,8 +23,6 @@ capacity `cap` so the runtime can grow them without recompiling.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import tvm
 from tvm import relax, tirx
@@ -34,38 +32,17 @@ from ir.common import KERNEL_ATTR
 from schedules.registry import schedule
 from schedules.options import build_for
 
-from .config import GLOBAL, HymbaConfig
+from .config import HymbaConfig
 from .program_layer import DecodeSteps, SequenceSteps, layer
+from .program_spec import ProgramSpec, cache_shapes, owner_layers  # noqa: F401 - re-exported
 from .program_weights import weight_specs
 
 F32, I32 = "float32", "int32"
+OPAQUE_PATTERN = 8  # relax OpPatternKind.kOpaque
 
 
 def _tensor(shape, dtype=F32) -> relax.TensorType:
     return relax.TensorType(list(shape), dtype)
-
-
-@dataclass(frozen=True)
-class ProgramSpec:
-    """What one compiled program is specialised to."""
-
-    config: HymbaConfig
-    weight_dtype: str  # "float32" | "bfloat16"
-    decode_batches: tuple[int, ...] = (1, 2, 4, 8)
-
-    def __post_init__(self) -> None:
-        c = self.config
-        if c.num_memory_tokens < 1:
-            raise ValueError("the compiled backend needs at least one meta token "
-                             "(num_memory_tokens >= 1), as every Hymba checkpoint has")
-        if not c.rope:
-            raise ValueError("the compiled backend implements rope=true only (official Hymba)")
-        if self.weight_dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"weight dtype {self.weight_dtype!r}: use float32 or bfloat16")
-
-    @property
-    def cache_dtype(self) -> str:
-        return self.weight_dtype
 
 
 class _Kernels:
@@ -86,7 +63,10 @@ class _Kernels:
             variant = self.variants.get(family)
             mod, used = schedule(func, self.target, variant)
             scheduled = mod["main"]
-            scheduled = scheduled.with_attr({"tirx.is_scheduled": True, "global_symbol": symbol})
+            # opaque: Relax's FuseOps must leave our scheduled kernels whole (fusing an in-place
+            # two-output cache write into a one-op group breaks FuseTIR on CUDA)
+            scheduled = scheduled.with_attr({"tirx.is_scheduled": True, "global_symbol": symbol,
+                                             "op_pattern": OPAQUE_PATTERN})
             self.gvars[symbol] = self.bb.add_func(scheduled, symbol)
             self.chosen[symbol] = used
             if self.on_kernel is not None:
@@ -159,23 +139,6 @@ class _Builder:
         q = c.num_attention_heads * c.qk_head_dim
         kv = c.num_key_value_heads * (c.qk_head_dim + c.v_dim)
         return q + (kv if plan.owns_kv else 0)
-
-
-def owner_layers(c: HymbaConfig) -> list:
-    """The layers that own K/V (consumers read their producer's), in order."""
-    return [p for p in c.layer_plan() if p.owns_kv]
-
-
-def cache_shapes(c: HymbaConfig, batch, cap) -> list[tuple]:
-    """Shapes of the k and v caches of every owner layer, in owner order: the ring
-    [batch, KV, M + W, d] for sliding-window layers, [batch, KV, cap, d] for global ones.
-    The program's cache arguments and the runtime's allocations both come from here."""
-    shapes = []
-    for p in owner_layers(c):
-        slots = cap if p.attention == GLOBAL else c.num_memory_tokens + c.sliding_window
-        shapes += [(batch, c.num_key_value_heads, slots, c.qk_head_dim),
-                   (batch, c.num_key_value_heads, slots, c.v_dim)]
-    return shapes
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,7 +250,10 @@ def _add_decode(kernels: _Kernels, spec: ProgramSpec, B: int) -> None:
     conv_t = relax.Var("conv", relax.TupleType([_tensor((B, K, C))] * c.num_hidden_layers))
     ssm_t = relax.Var("ssm", relax.TupleType([_tensor((B, N, C))] * c.num_hidden_layers))
     weights = _weights_var(spec)
-    with kernels.bb.function(f"decode_b{B}", [ids, pos, caches_t, conv_t, ssm_t, weights]):
+    # num_input 0: every argument keeps its buffer across calls (the runtime's pooled decode
+    # state, the weights), so on CUDA the whole step can be captured as one graph
+    with kernels.bb.function(f"decode_b{B}", [ids, pos, caches_t, conv_t, ssm_t, weights],
+                             attrs={"num_input": 0}):
         with kernels.bb.dataflow():
             g = _Builder(spec, kernels, weights)
             item = lambda t, j: g.bb.emit(relax.TupleGetItem(t, j))  # noqa: E731

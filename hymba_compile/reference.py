@@ -53,7 +53,8 @@ def rope_inv_freq(head_dim: int, base: float) -> torch.Tensor:
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, base: float,
                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin [b, T, head_dim] for integer positions [b, T]; fp32 math, cast to `dtype` [§3.4]."""
-    freqs = positions.float()[..., None] * rope_inv_freq(head_dim, base)  # [b, T, d/2]
+    inv_freq = rope_inv_freq(head_dim, base).to(positions.device)
+    freqs = positions.float()[..., None] * inv_freq  # [b, T, d/2]
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
@@ -156,7 +157,7 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
     u, delta, z = scan_step_inputs(u, delta, z, delta_bias, step_mask)
     A, B, C = A.float(), B.float(), C.float()
     b, d, t = u.shape
-    state = (torch.zeros(b, d, A.shape[1]) if initial_state is None
+    state = (torch.zeros(b, d, A.shape[1], device=u.device) if initial_state is None
              else initial_state.float().clone())
     ys = []
     for i in range(t):
@@ -327,15 +328,14 @@ class HymbaReference:
         m = c.num_memory_tokens
         meta = self.params.get("model.memory_tokens", emb.new_zeros(0, c.hidden_size))
         if attention_mask is None:
-            attention_mask = torch.ones(b, n, dtype=torch.bool)
+            attention_mask = torch.ones(b, n, dtype=torch.bool, device=input_ids.device)
         real = attention_mask.bool()
         pads = (~real).sum(-1)  # [b]; left padding: the first pads[r] tokens of row r
         rows, valid = [], []
         for r in range(b):
             p = int(pads[r])
             rows.append(torch.cat((emb[r, :p], meta.to(emb.dtype), emb[r, p:]), dim=0))
-            valid.append(torch.cat((torch.zeros(p, dtype=torch.bool),
-                                    torch.ones(m + n - p, dtype=torch.bool))))
+            valid.append(torch.cat((real.new_zeros(p), real.new_ones(m + n - p))))
         valid_t = torch.stack(valid)
         positions = torch.cumsum(valid_t.long(), dim=-1) - 1
         positions = positions.masked_fill(~valid_t, -1)

@@ -13,6 +13,14 @@ Caches are in the weight dtype: bf16 gives 1,920 bytes per owner layer and token
 Rows are prefilled one at a time (batch 1, no pad tokens computed) from the stored meta state and
 copied into their batch row; decode then runs all rows at their own positions, so a left-padded
 batch gives each row exactly what it gives alone. Rows past the real batch are idle filler.
+
+Device: every tensor the program touches lives on the runtime's device (the weights uploaded
+once, caches, conv and SSM state); per step only the token ids go in and the logits come out.
+Decode state is persistent per (bucket, capacity) and reused by later generations, so a decode
+function captured as a CUDA graph (whose kernels keep the pointers they were captured with) can
+be replayed: a prefill that takes a pool entry retires the state that held it, and decoding a
+retired state raises instead of reading another generation's caches.
+Imports no compiler module (`tvm.runtime` only): it runs with a runtime-only TVM.
 """
 
 from __future__ import annotations
@@ -22,11 +30,11 @@ from dataclasses import dataclass, field
 import torch
 import tvm
 import tvm_ffi
-from tvm import relax
+from tvm.runtime.vm import VirtualMachine
 
 from .config import GLOBAL
-from .errors import InputError
-from .program import ProgramSpec, cache_shapes, owner_layers
+from .errors import HymbaError, InputError
+from .program_spec import ProgramSpec, cache_shapes, owner_layers
 from .program_weights import TORCH, program_weights
 
 CAP_ALIGN = 64  # global cache capacities are multiples of this many slots
@@ -39,6 +47,24 @@ def _tvm(t: torch.Tensor):
 
 def _round_up(x: int, m: int) -> int:
     return -(-x // m) * m
+
+
+def _pool_capacity(needed: int) -> int:
+    """Global-cache slots of a pooled decode state: a power of two >= needed (>= CAP_ALIGN), so
+    a handful of capacities (each a CUDA graph of its own) cover every context length."""
+    cap = CAP_ALIGN
+    while cap < needed:
+        cap *= 2
+    return cap
+
+
+def tvm_device(device: torch.device):
+    """The TVM device of a torch device ("cpu", "cuda:N")."""
+    if device.type == "cpu":
+        return tvm.cpu()
+    if device.type == "cuda":
+        return tvm.cuda(device.index or 0)
+    raise HymbaError(f"device {device} is not supported; use cpu or cuda[:N]")
 
 
 @dataclass
@@ -54,6 +80,8 @@ class DecodeState:
     ids: torch.Tensor  # [bucket] int32, the tokens of the step
     global_mask: list[bool] = field(default_factory=list)  # per cache tensor: a global layer's
     args: tuple = field(default=())  # the tvm views passed to decode, rebuilt after growth
+    max_pos: int = 0  # host copy of pos.max(): no device sync per step
+    retired: bool = False  # a later prefill took this state's buffers
 
     def bind(self) -> None:
         self.args = (_tvm(self.ids), _tvm(self.pos), tvm_ffi.Array([_tvm(t) for t in self.caches]),
@@ -73,10 +101,13 @@ class CompiledRuntime:
     artifact = None  # the cache entry it was loaded from (set by `model.compiled_backend`)
 
     def __init__(self, executable: tvm.runtime.Module, spec: ProgramSpec,
-                 params: dict[str, torch.Tensor]):
+                 params: dict[str, torch.Tensor], device: str | torch.device = "cpu"):
         self.spec, self.config = spec, spec.config
-        self.vm = relax.VirtualMachine(executable, tvm.cpu())
-        self._weights_torch = program_weights(spec.config, params, spec.weight_dtype)
+        self.device = torch.device(device)
+        self.vm = VirtualMachine(executable, tvm_device(self.device))
+        self._weights_torch = [t.to(self.device) for t in
+                               program_weights(spec.config, params, spec.weight_dtype)]
+        self._pool: dict[tuple[int, int], DecodeState] = {}  # (bucket, cap) -> state buffers
         self.weights = tvm_ffi.Array([_tvm(t) for t in self._weights_torch])
         self.fn = {name: self.vm[name] for name in
                    ("prefix", "prefill", "logits_last", "logits_all",
@@ -108,15 +139,18 @@ class CompiledRuntime:
         c = self.config
         n, M = int(ids.shape[0]), c.num_memory_tokens
         cap = _round_up(M + n + PREFILL_RESERVE, CAP_ALIGN)
-        caches = [torch.zeros(s, dtype=self.cache_dtype) for s in cache_shapes(self.config, 1, cap)]
-        ids32 = ids.to(torch.int32).contiguous()
-        positions = torch.arange(M, M + n, dtype=torch.int32)[None]
+        dev = self.device
+        caches = [torch.zeros(s, dtype=self.cache_dtype, device=dev)
+                  for s in cache_shapes(self.config, 1, cap)]
+        ids32 = ids.to(dev, torch.int32).contiguous()
+        positions = torch.arange(M, M + n, dtype=torch.int32, device=dev)[None]
         hidden, _, conv, ssm = self.fn["prefill"](
             _tvm(ids32), _tvm(positions), *self.meta,
             tvm_ffi.Array([_tvm(t) for t in caches]), self.weights)
         logits = self.fn["logits_all" if want_hidden_all else "logits_last"](hidden, self.weights)
         to_torch = torch.from_dlpack
-        return (to_torch(logits), caches, [to_torch(t) for t in conv], [to_torch(t) for t in ssm])
+        return (to_torch(logits).cpu(), caches, [to_torch(t) for t in conv],
+                [to_torch(t) for t in ssm])
 
     # ---- backend protocol --------------------------------------------------------------------
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -139,47 +173,84 @@ class CompiledRuntime:
                 rows.append((int(real[r].sum()), caches, conv, ssm))
         return out, (self._batch_state(rows, bucket) if want_cache else None)
 
-    def _batch_state(self, rows, bucket: int) -> DecodeState:
-        """Stack the rows' prefill states into one decode state of `bucket` rows."""
-        c, M = self.config, self.config.num_memory_tokens
-        if bucket == 1:  # the row state is the batch state: nothing to copy
-            n, caches, conv, ssm = rows[0]
+    def _take(self, bucket: int, cap: int) -> DecodeState:
+        """The pooled state buffers of (bucket, cap), retiring their previous holder."""
+        key = (bucket, cap)
+        old = self._pool.get(key)
+        if old is not None:
+            old.retired = True
+        c, dev = self.config, self.device
+        if old is None:
+            caches = [torch.zeros(s, dtype=self.cache_dtype, device=dev)
+                      for s in cache_shapes(c, bucket, cap)]
+            conv = [torch.zeros(bucket, c.mamba_d_conv, c.d_inner, device=dev)
+                    for _ in range(c.num_hidden_layers)]
+            ssm = [torch.zeros(bucket, c.mamba_d_state, c.d_inner, device=dev)
+                   for _ in range(c.num_hidden_layers)]
+            pos = torch.zeros(bucket, dtype=torch.int32, device=dev)
+            ids = torch.zeros(bucket, dtype=torch.int32, device=dev)
         else:
-            cap = max(r[1][i].shape[2] for r in rows for i, g in enumerate(self._global) if g) \
-                if any(self._global) else 0
-            caches = [torch.zeros(s, dtype=self.cache_dtype) for s in cache_shapes(self.config, bucket, cap)]
-            conv = [torch.zeros(bucket, *t.shape[1:]) for t in rows[0][2]]
-            ssm = [torch.zeros(bucket, *t.shape[1:]) for t in rows[0][3]]
-            for r, (_, row_caches, row_conv, row_ssm) in enumerate(rows):
-                for dst, src in zip(caches, row_caches):
-                    dst[r, :, :src.shape[2]] = src[0]
-                for dst, src in zip(conv + ssm, row_conv + row_ssm):
-                    dst[r] = src[0]
-        pos = torch.full((bucket,), M, dtype=torch.int32)  # idle rows: an empty prompt
-        pos[:len(rows)] = torch.tensor([M + r[0] for r in rows], dtype=torch.int32)
-        state = DecodeState(len(rows), bucket, caches, conv, ssm, pos,
-                            torch.zeros(bucket, dtype=torch.int32), self._global)
+            caches, conv, ssm, pos, ids = old.caches, old.conv, old.ssm, old.pos, old.ids
+        state = DecodeState(0, bucket, caches, conv, ssm, pos, ids, self._global)
         state.bind()
+        self._pool[key] = state
+        return state
+
+    def _batch_state(self, rows, bucket: int) -> DecodeState:
+        """Copy the rows' prefill states into the pooled decode state of `bucket` rows."""
+        M = self.config.num_memory_tokens
+        caps = [r[1][i].shape[2] for r in rows for i, g in enumerate(self._global) if g]
+        cap = _pool_capacity(max(caps)) if caps else 0
+        state = self._take(bucket, cap)
+        for t in state.caches + state.conv + state.ssm:
+            t.zero_()
+        for r, (_, row_caches, row_conv, row_ssm) in enumerate(rows):
+            for dst, src in zip(state.caches, row_caches):
+                dst[r, :, :src.shape[2]] = src[0]
+            for dst, src in zip(state.conv + state.ssm, row_conv + row_ssm):
+                dst[r] = src[0]
+        starts = [M] * bucket  # idle rows: an empty prompt
+        starts[:len(rows)] = [M + r[0] for r in rows]
+        state.pos.copy_(torch.tensor(starts, dtype=torch.int32))
+        state.ids.zero_()
+        state.batch, state.max_pos = len(rows), max(starts)
         return state
 
     def _grow(self, state: DecodeState, needed: int) -> None:
-        """Reallocate the global caches with at least `needed` slots (doubling), copying them."""
-        cap = max(_round_up(needed, CAP_ALIGN), 2 * state.capacity)
+        """Move the state into the pooled buffers of a larger capacity (at least doubling),
+        copying the caches; the sliding caches, conv and SSM state come along."""
+        cap = _pool_capacity(max(needed, 2 * state.capacity))
+        # the old buffers stay pooled under their key, held by a retired placeholder
+        self._pool[(state.bucket, state.capacity)] = DecodeState(
+            0, state.bucket, state.caches, state.conv, state.ssm, state.pos, state.ids,
+            self._global, retired=True)
+        grown = self._take(state.bucket, cap)
         for i, glob in enumerate(self._global):
+            old, new = state.caches[i], grown.caches[i]
             if glob:
-                old = state.caches[i]
-                new = torch.zeros(*old.shape[:2], cap, old.shape[3], dtype=old.dtype)
+                new.zero_()
                 new[:, :, :old.shape[2]] = old
-                state.caches[i] = new
+            else:
+                new.copy_(old)
+        for dst, src in zip(grown.conv + grown.ssm + [grown.pos, grown.ids],
+                            state.conv + state.ssm + [state.pos, state.ids]):
+            dst.copy_(src)
+        state.caches, state.conv, state.ssm = grown.caches, grown.conv, grown.ssm
+        state.pos, state.ids = grown.pos, grown.ids
         state.bind()
+        self._pool[(state.bucket, cap)] = state  # the caller's state object holds them now
 
     def decode(self, state: DecodeState, token_ids: torch.Tensor) -> torch.Tensor:
-        """One step: token_ids [b] -> logits [b, V] float32; `state` advances in place."""
+        """One step: token_ids [b] -> logits [b, V] float32 (on the CPU); `state` advances in
+        place."""
+        if state.retired:
+            raise InputError("this decode state was retired: a later prefill reused its buffers "
+                             "(one generation per batch bucket at a time)")
         cap = state.capacity
-        if cap is not None and int(state.pos.max()) + 1 > cap:
-            self._grow(state, int(state.pos.max()) + 1)
-        state.ids[:state.batch] = token_ids.to(torch.int32)
+        if cap is not None and state.max_pos + 1 > cap:
+            self._grow(state, state.max_pos + 1)
+        state.ids[:state.batch] = token_ids.to(self.device, torch.int32)
         logits, *_ = self.fn[f"decode_b{state.bucket}"](*state.args, self.weights)
         state.pos += 1
-        return torch.from_dlpack(logits)[:state.batch]
-
+        state.max_pos += 1
+        return torch.from_dlpack(logits)[:state.batch].cpu()

@@ -1,27 +1,81 @@
-"""What the compiled backend can run on, and the refusal for the rest."""
+"""Target names and devices: what the compiled backend is built for and runs on.
+
+Imports no compiler module (the runtime-only load path uses it); the list of NVIDIA
+architectures and target validation come from `schedules.target` when a compiler is there."""
 
 from __future__ import annotations
+
+import torch
+
+from .errors import HymbaError
+
+CPU_DECODE_BATCHES = (1, 2, 4, 8)
+CUDA_DECODE_BATCHES = (1, 2, 4, 8, 16)
 
 
 def is_cpu_target(target: str) -> bool:
     return target == "cpu" or target.startswith("cpu:")
 
 
-def gpu_program_refusal(target: str) -> str:
-    """Why the whole-model program cannot be built for a GPU `target` yet, with the kernel
-    layer's state from `schedules.coverage` (computed: about 7 s)."""
-    from schedules.coverage import coverage, uncovered  # noqa: PLC0415
+def cuda_archs() -> list[str]:
+    """The architectures `cuda:all` compiles: the project's list, limited to what the
+    installed nvcc supports when it is there."""
+    from schedules.target import CUDA_ARCHS  # noqa: PLC0415
 
+    from .cuda_compile import find_nvcc, supported_archs  # noqa: PLC0415
+
+    return supported_archs() if find_nvcc() else list(CUDA_ARCHS)
+
+
+def parse_targets(text: str) -> list[str]:
+    """"cpu", "cuda:sm_90", a comma-separated list, or "cuda:all" -> validated target names."""
+    from schedules import named_target  # noqa: PLC0415
+
+    names = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        expanded = [f"cuda:{a}" for a in cuda_archs()] if part == "cuda:all" else [part]
+        for name in expanded:
+            try:
+                named_target(name)
+            except ValueError as e:
+                raise HymbaError(str(e)) from None
+            if name not in names:
+                names.append(name)
+    if not names:
+        raise HymbaError(f"no target in {text!r}")
+    return names
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device | None:
+    """A torch device from "cpu", "cuda", "cuda:N" (None stays None: choose automatically);
+    HymbaError for anything else or a CUDA device that is not there."""
+    if device is None:
+        return None
     try:
-        gaps = uncovered(target)
-        total = len(coverage(target))
-    except ValueError as e:  # not a target name at all
-        return str(e)
-    if gaps:
-        names = ", ".join(sorted({f"{c.family} ({c.builder})" for c in gaps}))
-        kernels = f"{len(gaps)} of {total} kernel examples have no {target} schedule yet: {names}"
-    else:
-        kernels = f"every kernel has a {target} schedule ({total} of {total} examples, " \
-                  "verified on OpenCL by the test suite)"
-    return (f"target {target!r}: {kernels}; the whole-model program and its runtime run on "
-            "the CPU only for now (use --target cpu)")
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise HymbaError(f"device {device!r}: {e}; use cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise HymbaError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise HymbaError(f"device {device!r}: torch sees no CUDA GPU on this machine "
+                             f"(torch {torch.__version__}, CUDA build: "
+                             f"{torch.version.cuda or 'no'})")
+        index = dev.index or 0
+        if index >= torch.cuda.device_count():
+            raise HymbaError(f"device {device!r}: there are {torch.cuda.device_count()} CUDA "
+                             "devices")
+        dev = torch.device("cuda", index)
+    return dev
+
+
+def device_target(device: torch.device) -> str:
+    """The target name whose program runs on `device`: "cpu", or "cuda:sm_XY" from the GPU's
+    compute capability (an H200 is sm_90)."""
+    if device.type == "cpu":
+        return "cpu"
+    major, minor = torch.cuda.get_device_capability(device)
+    return f"cuda:sm_{major}{minor}"

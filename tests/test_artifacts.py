@@ -8,7 +8,7 @@ import pytest
 from hymba_compile import artifacts
 from hymba_compile.__main__ import main
 from hymba_compile.config import preset
-from hymba_compile.program import ProgramSpec
+from hymba_compile.program_spec import ProgramSpec
 
 SPEC = ProgramSpec(preset("tiny"), "float32", (1,))
 
@@ -94,12 +94,8 @@ def test_compile_cli_builds_then_reports_cached(tmp_path, capsys):
     assert "already cached" in capsys.readouterr().out
 
 
-def test_compile_cli_refuses_gpu_targets_with_the_reason(capsys):
-    """The kernel layer's state comes from schedules.coverage (all scheduled); the refusal is
-    about the program, which runs on the CPU only for now."""
-    assert main(["compile", "--model", "tiny", "--target", "cuda:sm_90"]) == 2
-    err = capsys.readouterr().err
-    assert "every kernel has a cuda:sm_90 schedule" in err
-    assert "the whole-model program and its runtime run on the CPU only" in err
+def test_compile_cli_rejects_bad_targets_with_the_reason(capsys):
     assert main(["compile", "--model", "tiny", "--target", "cuda:sm_7"]) == 2
     assert "architectures before sm_75 are not supported" in capsys.readouterr().err
+    assert main(["compile", "--model", "tiny", "--target", "cpu,tpu:v5"]) == 2
+    assert "unknown target 'tpu:v5'" in capsys.readouterr().err

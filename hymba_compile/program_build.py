@@ -1,0 +1,70 @@
+"""Build the program for a target and export it, with what the manifest records about it:
+per kernel its family, schedule variant and device kernels (on CUDA: registers, shared memory,
+spills per device kernel, from ptxas), and per function its kernel calls and GPU launches."""
+
+from __future__ import annotations
+
+import os
+
+import tvm
+from tvm import tirx
+
+from ir.common import KERNEL_ATTR
+
+from .pipeline import compile_relax
+from .program import build_program
+from .program_report import device_kernels, kernel_calls, launches
+from .program_spec import ProgramSpec
+
+
+def _kernel_table(mod: tvm.ir.IRModule, chosen: dict[str, str]) -> dict[str, dict]:
+    table = {}
+    for gv, func in mod.functions.items():
+        if isinstance(func, tirx.PrimFunc) and gv.name_hint in chosen:
+            table[gv.name_hint] = {"family": str(func.attrs[KERNEL_ATTR]),
+                                   "variant": chosen[gv.name_hint]}
+    return table
+
+
+def build_and_export(spec: ProgramSpec, tgt: tvm.target.Target, target_name: str,
+                     variants: dict[str, str] | None, library: str | os.PathLike,
+                     cuda_graph: bool = True, on_kernel=None, on_stage=None) -> dict:
+    """Build `spec` for `tgt`, export the library to `library`; the manifest's details."""
+    stage = on_stage or (lambda _s: None)
+    mod, chosen = build_program(spec, tgt, variants, on_kernel=on_kernel)
+    stage(f"compiling {len(chosen)} kernels ({tgt.kind.name})")
+    executable, lowered = compile_relax(mod, tgt, cuda_graph)
+    kernels = _kernel_table(mod, chosen)
+    calls = kernel_calls(lowered)
+    details: dict = {"kind": tgt.kind.name, "functions": sorted(calls)}
+    if tgt.kind.name == "cuda":
+        from . import cuda_compile as cc  # noqa: PLC0415
+        from .cuda_export import export_cuda_library  # noqa: PLC0415
+
+        arch = str(tgt.attrs["arch"])
+        stage(f"nvcc {arch}")
+        report = export_cuda_library(executable, library, arch)
+        per_call = device_kernels(r.kernel for r in report.resources)
+        for r in report.resources:
+            symbol = next((s for s in per_call if r.kernel.startswith(s + "_kernel")), r.kernel)
+            entry = kernels.setdefault(symbol, {"family": "glue", "variant": "dlight"})
+            entry.setdefault("device_kernels", []).append({
+                "name": r.kernel, "registers": r.registers, "shared_bytes": r.shared_bytes,
+                "spill_store_bytes": r.spill_store_bytes, "spill_load_bytes": r.spill_load_bytes,
+                "stack_bytes": r.stack_bytes, "max_threads": r.max_threads})
+        details.update({"arch": arch, "cuda_graph": bool(cuda_graph), "nvcc": cc.nvcc_version(),
+                        "fatbin_bytes": report.fatbin_bytes,
+                        "fatbin_entries": [f"{k}_{sm}" for k, sm in report.entries]})
+    else:
+        executable.export_library(str(library))
+        per_call = None
+    for symbol, entry in kernels.items():
+        entry["calls"] = {f: c["direct"].get(symbol, 0) + c["graph"].get(symbol, 0)
+                          for f, c in calls.items() if symbol in c["direct"] or symbol in c["graph"]}
+    layers = spec.config.num_hidden_layers
+    details["launches"] = {f: launches(c, per_call) for f, c in calls.items()}
+    details["decode_launches_per_layer"] = {
+        f: round(v["launches"] / layers, 2) for f, v in details["launches"].items()
+        if f.startswith("decode_b")}
+    details["kernels"] = kernels
+    return details
