@@ -70,8 +70,10 @@ def versions() -> dict[str, str]:
     """Versions an executable depends on (recorded in the manifest, part of the key)."""
     import torch  # noqa: PLC0415 - only for its version
 
+    from . import __version__  # noqa: PLC0415 - the package's own, installed or not
+
     return {"tvm": tvm.__version__, "tvm_ffi": _version("apache-tvm-ffi"),
-            "torch": torch.__version__, "package": _version("hymba-compile")}
+            "torch": torch.__version__, "package": __version__}
 
 
 def source_digest() -> str:

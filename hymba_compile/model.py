@@ -199,8 +199,10 @@ def _compiled_on_device(config, params, dtype, target, cache_dir, decode_batches
             print(f"hymba_compile: running on {runner.device} ({runner.artifact_target})",
                   file=sys.stderr)
             return runner
+    if dev is None:
+        dev = "cpu" if target is None or target.startswith("cpu") else "cuda"
     return compiled_backend(config, params, dtype, target, cache_dir, decode_batches, progress,
-                            dev or "cpu")
+                            dev)
 
 
 def compiled_backend(config: HymbaConfig, params: dict[str, torch.Tensor], dtype: torch.dtype,

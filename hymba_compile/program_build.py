@@ -5,6 +5,7 @@ spills per device kernel, from ptxas), and per function its kernel calls and GPU
 from __future__ import annotations
 
 import os
+import re
 
 import tvm
 from tvm import tirx
@@ -18,11 +19,14 @@ from .program_spec import ProgramSpec
 
 
 def _kernel_table(mod: tvm.ir.IRModule, chosen: dict[str, str]) -> dict[str, dict]:
+    """{function name in the module: family, variant}; keyed like the calls (the module's
+    names, where "." of a global symbol became "_")."""
     table = {}
     for gv, func in mod.functions.items():
-        if isinstance(func, tirx.PrimFunc) and gv.name_hint in chosen:
+        symbol = str(func.attrs["global_symbol"]) if isinstance(func, tirx.PrimFunc) else None
+        if symbol in chosen:
             table[gv.name_hint] = {"family": str(func.attrs[KERNEL_ATTR]),
-                                   "variant": chosen[gv.name_hint]}
+                                   "variant": chosen[symbol]}
     return table
 
 
@@ -44,9 +48,13 @@ def build_and_export(spec: ProgramSpec, tgt: tvm.target.Target, target_name: str
         arch = str(tgt.attrs["arch"])
         stage(f"nvcc {arch}")
         report = export_cuda_library(executable, library, arch)
-        per_call = device_kernels(r.kernel for r in report.resources)
+        # TVM names device kernels after the symbol with non-word characters as "_"
+        by_kernel_name = {re.sub(r"\W", "_", gv.name_hint): gv.name_hint
+                          for gv in lowered.functions}
+        launched = device_kernels(r.kernel for r in report.resources)
+        per_call = {by_kernel_name.get(name, name): n for name, n in launched.items()}
         for r in report.resources:
-            symbol = next((s for s in per_call if r.kernel.startswith(s + "_kernel")), r.kernel)
+            symbol = by_kernel_name.get(device_kernels([r.kernel]).popitem()[0], r.kernel)
             entry = kernels.setdefault(symbol, {"family": "glue", "variant": "dlight"})
             entry.setdefault("device_kernels", []).append({
                 "name": r.kernel, "registers": r.registers, "shared_bytes": r.shared_bytes,

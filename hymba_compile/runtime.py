@@ -153,6 +153,7 @@ class CompiledRuntime:
                 [to_torch(t) for t in ssm])
 
     # ---- backend protocol --------------------------------------------------------------------
+    @torch.inference_mode()  # the pooled state may be inference tensors
     def prefill(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 want_cache: bool = True, last_only: bool = False):
         """input_ids [b, n] (left-padded where attention_mask is 0) -> (logits [b, n, V] float32,
@@ -240,6 +241,7 @@ class CompiledRuntime:
         state.bind()
         self._pool[(state.bucket, cap)] = state  # the caller's state object holds them now
 
+    @torch.inference_mode()  # the pooled state may be inference tensors
     def decode(self, state: DecodeState, token_ids: torch.Tensor) -> torch.Tensor:
         """One step: token_ids [b] -> logits [b, V] float32 (on the CPU); `state` advances in
         place."""

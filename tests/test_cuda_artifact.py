@@ -82,3 +82,17 @@ def test_cuda_device_without_a_gpu_is_one_clear_error(sm90, capsys):
                  str(entry.parent), "--max-new-tokens", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: device 'cuda': torch sees no CUDA GPU") and err.count("\n") == 1
+
+
+def test_an_nvcc_error_names_the_kernel_and_arch(monkeypatch):
+    """A kernel nvcc rejects is named with the arch and nvcc's message (here a planted error in
+    one kernel of an otherwise valid two-kernel source)."""
+    from hymba_compile import cuda_export
+
+    source = ('extern "C" __global__ void __launch_bounds__(32) good_kernel(float* a) {\n'
+              '  a[threadIdx.x] = 1.0f;\n}\n'
+              'extern "C" __global__ void __launch_bounds__(32) bad_kernel(float* a) {\n'
+              '  a[threadIdx.x] = undeclared_name;\n}\n')
+    with pytest.raises(cc.CudaCompileError) as info:
+        cc.compile_with_resources(source, ["sm_90"])
+    assert cuda_export.failing_kernels(source, str(info.value)) == ["bad_kernel"]

@@ -10,7 +10,7 @@ lane)."""
 
 from __future__ import annotations
 
-from tvm import s_tir
+from tvm import s_tir, tirx
 
 from ..registry import cuda_rule
 
@@ -40,4 +40,48 @@ def single_column(func, target):
         grid, lane = sch.split(fused, factors=[None, THREADS])
         sch.bind(grid, "blockIdx.x")
         sch.bind(lane, "threadIdx.x")
+    return sch
+
+
+ROW_THREADS = 256
+
+
+def _row_threads(widths: list[int]) -> int:
+    """Lanes per row: a power of two from 32 to ROW_THREADS, about a quarter of the widest
+    part's columns (each lane then handles ~4 columns of it)."""
+    threads = 32
+    while threads < ROW_THREADS and threads * 4 < max(widths):
+        threads *= 2
+    return threads
+
+
+@cuda_rule("rmsnorm", "row_block")
+@cuda_rule("add_rmsnorm", "row_block")
+@cuda_rule("ssm_input_split", "row_block")
+@cuda_rule("norm_average", "row_block")
+def row_block(func, target):
+    """The whole row pipeline in ONE kernel, a thread block per row: every root block's row loop
+    merged into one (blockIdx.x), each block's columns split over the same lanes (threadIdx.x)
+    in the same order, the sums of squares reduced across the lanes (in-lane partial sums, then
+    an allreduce) into shared memory. Where a block reads what an earlier block wrote (add_rmsnorm's
+    h), the lane that reads a column is the lane that wrote it, so no barrier is needed; the
+    shared sums get TVM's barrier. dlight makes one kernel per sum and per output (add_rmsnorm 3
+    launches, ssm_input_split 6)."""
+    sch = s_tir.Schedule(func)
+    blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    nests = [sch.get_loops(b) for b in blocks]
+    if any(len(loops) != 2 for loops in nests):
+        return None
+    extents = [sch.get(loops[1]).extent for loops in nests]
+    if any(not isinstance(e, tirx.IntImm) or int(e) < 2 for e in extents):
+        return None  # a one-column sum: single_column's
+    threads = _row_threads([int(e) for e in extents])
+    row = sch.merge(*[loops[0] for loops in nests]) if len(nests) > 1 else nests[0][0]
+    sch.bind(row, "blockIdx.x")
+    for block in blocks:
+        _, column = sch.get_loops(block)
+        _, lane = sch.split(column, factors=[None, threads])
+        sch.bind(lane, "threadIdx.x")
+        if sch.get(block).name_hint.endswith("_ss") or sch.get(block).name_hint.startswith("ss_"):
+            sch.set_scope(block, 0, "shared")
     return sch

@@ -52,7 +52,7 @@ def _check_ffn(y, x, gw, uw, dw):
 
 @pytest.mark.parametrize("variant", with_pocl(variants("gate_up_gemv", CPU)))
 @settings(max_examples=8, deadline=None)
-@given(batch=st.sampled_from([1, 2, 8]), shape=FFN_SHAPES, dtype=DTYPES, seed=st.integers(0, 2**16))
+@given(batch=st.sampled_from([1, 2, 8, 16]), shape=FFN_SHAPES, dtype=DTYPES, seed=st.integers(0, 2**16))
 @example(batch=1, shape=(64, 96), dtype="bfloat16", seed=0)
 @example(batch=8, shape=(40, 37), dtype="float32", seed=1)
 def test_swiglu_decode(variant, batch, shape, dtype, seed):
@@ -97,7 +97,7 @@ def _check_mix(y, attn, ssm, w1, w2, ow):
 # scale: the two branch outputs at very different magnitudes (the norms make them comparable)
 @pytest.mark.parametrize("variant", with_pocl(variants("hybrid_combine_decode", CPU)))
 @settings(max_examples=8, deadline=None)
-@given(batch=st.sampled_from([1, 3, 8]), shape=MIX_SHAPES, dtype=DTYPES,
+@given(batch=st.sampled_from([1, 3, 8, 16]), shape=MIX_SHAPES, dtype=DTYPES,
        seed=st.integers(0, 2**16), scale=st.sampled_from([1e-2, 1.0, 30.0]))
 @example(batch=1, shape=(64, 32), dtype="bfloat16", seed=0, scale=1.0)
 @example(batch=8, shape=(100, 37), dtype="float32", seed=1, scale=30.0)
@@ -127,7 +127,7 @@ def test_hybrid_combine_prefill(variant, rows, shape, dtype, seed, scale):
 
 
 @pytest.mark.parametrize("builder,args", [
-    (gate_up_decode, (0, 8, 8)), (gate_up_decode, (9, 8, 8)), (hybrid_combine_decode, (9,)),
+    (gate_up_decode, (0, 8, 8)), (gate_up_decode, (17, 8, 8)), (hybrid_combine_decode, (17,)),
     (norm_average, (8, "int8")), (gate_up_prefill, (8, 8, "float16"))])
 def test_rejects_bad_arguments(builder, args):
     with pytest.raises(ValueError):

@@ -60,10 +60,15 @@ def test_linear(builder, args, rows):
     assert_close(y, linear(x, w), "float32", scale=max(1.0, k / 100))
 
 
-def test_add_rmsnorm_multi_launch():
-    """Three launches with a host-allocated scratch buffer (the sums of squares) between them."""
-    kernel = build_pocl_kernel(add_rmsnorm(64, "float32"), CUDA)
-    assert len(kernel.program.launches) >= 2 and kernel.program.scratch
+@pytest.mark.parametrize("variant", ["dlight", "row_block"])
+def test_add_rmsnorm_launches(variant):
+    """dlight: three launches with a host-allocated scratch buffer (the sums of squares) between
+    them; row_block (the default): one launch, the sums in shared memory."""
+    kernel = build_pocl_kernel(add_rmsnorm(64, "float32"), CUDA, variant)
+    if variant == "dlight":
+        assert len(kernel.program.launches) >= 2 and kernel.program.scratch
+    else:
+        assert len(kernel.program.launches) == 1 and not kernel.program.scratch
     g = torch.Generator().manual_seed(2)
     x, r = torch.randn(2, 9, 64, generator=g)
     w = torch.randn(64, generator=g)
