@@ -9,8 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUNDLE=$(cd "${1:-build/gpu-bundle}" && pwd)
 PY=${PYTHON:-python3}
+case "$PY" in */*) PY=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY") ;; esac  # we cd later
 DEVICE=${DEVICE:-cuda}
-RESULTS=${OUT:-bench/results}
+RESULTS=$(mkdir -p "${OUT:-bench/results}" && cd "${OUT:-bench/results}" && pwd)
 NAME=gpu-check; [ "$DEVICE" = cuda ] || NAME="gpu-check-$DEVICE"
 SITE=$(mktemp -d /tmp/hymba-site.XXXXXX)
 trap 'rm -rf "$SITE"' EXIT
@@ -20,6 +21,7 @@ if ! "$PY" -c "import tvm_ffi" 2>/dev/null; then
 fi
 export PYTHONPATH="$SITE:$BUNDLE/project" TVM_USE_RUNTIME_LIB=1 PYTHONUNBUFFERED=1
 export TVM_NUM_THREADS=${TVM_NUM_THREADS:-$(nproc)}
-"$PY" -c "import tvm, hymba_compile; assert tvm.base._RUNTIME_ONLY; print('tvm', tvm.__version__, 'runtime-only from', tvm.__file__)"
+cd "$BUNDLE/project"  # the sources the programs were built from (their digest is in the key)
+"$PY" -c "import tvm, hymba_compile; assert tvm.base._RUNTIME_ONLY; print('tvm', tvm.__version__, 'runtime-only from', tvm.__file__, '; project', hymba_compile.__file__)"
 timeout "${CHECK_TIMEOUT:-470}" "$PY" -m hymba_compile.bench.gpu_check --bundle "$BUNDLE" \
     --device "$DEVICE" --json "$RESULTS/$NAME.json"

@@ -149,3 +149,26 @@ def test_batch_beyond_the_compiled_buckets_is_refused_with_the_reason(tiny):
     with pytest.raises(InputError, match="largest compiled decode batch"):
         model.generate(torch.ones(5, 4, dtype=torch.long), max_new_tokens=2)
     assert model.logits(torch.ones(5, 4, dtype=torch.long)).shape == (5, 4, config.vocab_size)
+
+
+def test_decode_state_is_pooled_and_a_retired_state_refuses_to_decode(tiny):
+    """A CUDA graph replays with the pointers it was captured with, so decode state lives in a
+    pool per (bucket, capacity): a later generation of the same bucket and capacity gets the
+    same buffers (and the reference's tokens), and the state it took them from raises."""
+    from hymba_compile.errors import InputError
+
+    config, _, compiled, reference = tiny
+    ids = torch.randint(0, config.vocab_size, (1, 12), generator=torch.Generator().manual_seed(6))
+    _, first = compiled.prefill(ids)
+    compiled.decode(first, torch.tensor([3]))
+    pointers = [t.data_ptr() for t in first.caches + first.conv + first.ssm]
+    got, second = compiled.prefill(ids)
+    assert [t.data_ptr() for t in second.caches + second.conv + second.ssm] == pointers
+    with pytest.raises(InputError, match="retired"):
+        compiled.decode(first, torch.tensor([3]))
+    want, ref_state = reference.prefill(ids)
+    tok = want[:, -1].argmax(-1)
+    for _ in range(4):  # the reused buffers hold this generation only
+        g, w = compiled.decode(second, tok), reference.decode(ref_state, tok)
+        assert (g - w).abs().max().item() <= ATOL
+        tok = w.argmax(-1)

@@ -96,3 +96,14 @@ def test_an_nvcc_error_names_the_kernel_and_arch(monkeypatch):
     with pytest.raises(cc.CudaCompileError) as info:
         cc.compile_with_resources(source, ["sm_90"])
     assert cuda_export.failing_kernels(source, str(info.value)) == ["bad_kernel"]
+
+
+def test_target_lists_and_cuda_all():
+    from hymba_compile.errors import HymbaError
+    from hymba_compile.targets import parse_targets
+
+    assert parse_targets("cuda:all") == [f"cuda:{a}" for a in cc.supported_archs()]
+    assert "cuda:sm_90" in parse_targets("cuda:all")
+    assert parse_targets("cpu, cuda:sm_90,cuda:sm_90") == ["cpu", "cuda:sm_90"]
+    with pytest.raises(HymbaError, match="unknown target"):
+        parse_targets("cuda:sm90")

@@ -107,12 +107,17 @@ def check_fixture(bundle: Path, programs: Path, device: torch.device) -> dict:
                 progress=False)
     params = {k: v.to(device) for k, v in load_parameters(folder, bf16.config,
                                                           torch.bfloat16).items()}
-    reference = HymbaReference(bf16.config, params)
     with torch.inference_mode():
-        ref_logits, _ = reference.prefill(ids.to(device), want_cache=False)
+        # the same bf16 weights, the reference computing in fp32 (our activations are fp32) and
+        # in bf16 (the official bf16 model's activations): the second shows bf16's own error
+        ref32, _ = HymbaReference(bf16.config, {k: v.float() for k, v in params.items()}
+                                  ).prefill(ids.to(device), want_cache=False)
+        ref16, _ = HymbaReference(bf16.config, params).prefill(ids.to(device), want_cache=False)
     got_logits = bf16.logits(ids)
-    out["bf16_prefill_max_abs_vs_eager_bf16"] = (got_logits - ref_logits.float().cpu()
-                                                 ).abs().max().item()
+    ref32, ref16 = ref32.float().cpu(), ref16.float().cpu()
+    out["bf16_prefill_max_abs_vs_eager_fp32_same_weights"] = (got_logits - ref32).abs().max().item()
+    out["bf16_prefill_max_abs_vs_eager_bf16"] = (got_logits - ref16).abs().max().item()
+    out["eager_bf16_vs_eager_fp32_max_abs"] = (ref16 - ref32).abs().max().item()
     out["bf16_greedy_ids_equal_official"] = _greedy(bf16.backend, ids, len(want_ids))[0] == want_ids
     return out
 
