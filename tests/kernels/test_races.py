@@ -36,6 +36,7 @@ CASES = [
     (A.kv_cache_fill_global, (1, 1, 4, 4, None, "float32")),
     (combine.norm_average, (8, "float32")),
     (combine.hybrid_combine_decode, (1, 8, 4, "float32")),
+    (combine.hybrid_combine_decode, (3, 33, 5, "bfloat16")),  # one kernel: stats per block
     (combine.gate_up_decode, (1, 4, 8, "float32")),
     (combine.gate_up_prefill, (4, 8, "float32")),
     (conv.causal_conv1d, (8, 4, "float32")),
@@ -51,6 +52,7 @@ CASES = [
     (linear.matmul, (8, 16, "float32")),
     (norm.rmsnorm, (16, "float32")),
     (norm.add_rmsnorm, (16, "float32")),
+    (norm.add_rmsnorm, (70, "bfloat16")),  # row_block: lanes revisit columns (70 > 32 lanes)
     (scan.selective_scan, (8, 2, "float32")),
     (scan.selective_scan_chunked, (8, 2, "float32")),
     (scan.selective_state_update, (8, 2, "float32")),
