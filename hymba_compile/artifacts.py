@@ -157,23 +157,34 @@ def find_prebuilt(spec: ProgramSpec, target: str, cache_dir: str | os.PathLike |
         entries = sorted(p for p in root.glob("*") if (p / MANIFEST).is_file())
     want = {"spec_digest": spec.digest(), "source_digest": source_digest(), **{
         k: v for k, v in versions().items() if k in ("tvm", "package")}}
-    seen = []
     for entry in entries:
         try:
             m = read_manifest(entry)
         except (OSError, ValueError):
             continue
         name = m.get("target_name", "?")
-        seen.append(f"{name} ({m.get('weight_dtype')}, batches {m.get('decode_batches')})")
         same_target = name == target or (target == "cpu" and name.startswith("cpu"))
         if same_target and all(m.get(k) == v for k, v in want.items()) \
                 and verify(entry, None) is None:
             return Artifact(entry, m["key"], float(m.get("compile_s", 0.0)), built_now=False)
-    available = "; ".join(seen) or "none"
     raise HymbaError(f"no prebuilt program for {target} matching this model, dtype "
                      f"{spec.weight_dtype}, decode batches {list(spec.decode_batches)} and these "
-                     f"sources in {root} (available: {available}), and no TVM compiler to build "
-                     "one")
+                     f"sources in {root} (available: {available(root)}), and no TVM compiler to "
+                     "build one")
+
+
+def available(root: Path) -> str:
+    """What the entries under `root` were built for, e.g. "cuda:sm_80 (bfloat16, batches
+    [1, 4]); cpu (float32, batches [1])", or "none"."""
+    seen = []
+    for entry in sorted(Path(root).glob("*")) if Path(root).is_dir() else []:
+        try:
+            m = read_manifest(entry)
+        except (OSError, ValueError):
+            continue
+        seen.append(f"{m.get('target_name', '?')} ({m.get('weight_dtype')}, batches "
+                    f"{m.get('decode_batches')})")
+    return "; ".join(seen) or "none"
 
 
 def ensure_compiled(spec: ProgramSpec, target: str = "cpu", cache_dir: str | os.PathLike | None = None,
@@ -224,7 +235,8 @@ def _compile_into(entry: Path, key: str, spec: ProgramSpec, target: str,
                     on_kernel=lambda _: bar.update(),
                     on_stage=lambda s: bar.set_description(f"{target}: {s}"))
             except CudaCompileError as e:  # nvcc missing or failing: names the arch and kernel
-                raise HymbaError(f"cannot compile the {target} program: {e}") from None
+                raise HymbaError(f"cannot compile the {target} program: {e}; programs in "
+                                 f"{entry.parent}: {available(entry.parent)}") from None
         compile_s = time.perf_counter() - t0
         manifest = {"key": key, "sha256": _sha256(library), "size": library.stat().st_size,
                     "target": str(tgt), "target_name": target, "weight_dtype": spec.weight_dtype,

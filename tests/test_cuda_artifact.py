@@ -107,3 +107,16 @@ def test_target_lists_and_cuda_all():
     assert parse_targets("cpu, cuda:sm_90,cuda:sm_90") == ["cpu", "cuda:sm_90"]
     with pytest.raises(HymbaError, match="unknown target"):
         parse_targets("cuda:sm90")
+
+
+def test_no_nvcc_is_one_error_listing_the_programs_there(sm90, monkeypatch, capsys):
+    """No toolchain to build the sm_80 program: the error says why and which programs the cache
+    holds (the sm_90 one)."""
+    entry, _ = sm90
+    monkeypatch.setattr(cc, "find_nvcc", lambda: None)
+    assert main(["compile", "--model", "tiny", "--dtype", "float32", "--target", "cuda:sm_80",
+                 "--decode-batches", "1,4", "-o", str(entry.parent)]) == 2
+    err = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]  # after the bar
+    assert err.startswith("error: cannot compile the cuda:sm_80 program: sm_80: nvcc not found")
+    assert err.endswith(f"programs in {entry.parent}: cuda:sm_90 (float32, batches [1, 4])")
+    assert len(list(entry.parent.iterdir())) == 1  # nothing half-written
