@@ -30,7 +30,10 @@ def layer(g, steps, plan, h, hn):
     proj = steps.linear(g.rows(plan), H, hn, L("in_proj"))
     attn = steps.attention(plan, proj)  # [T, C]: heads x v_dim = d_inner
     off = g.x_offset(plan)
-    x, z = g.columns(proj, off, C), g.columns(proj, off + C, C)
+    if steps.reads_columns:  # the kernels read x and z inside the in_proj output
+        x, z = (proj, off), (proj, off + C)
+    else:
+        x, z = g.columns(proj, off, C), g.columns(proj, off + C, C)
     xc = steps.conv(plan, x)
     xp = steps.linear(r + 2 * N, C, xc, L("x_proj"))
     dt_raw, Bm, Cm = ssm_split(g, i, xp, T)
@@ -63,6 +66,8 @@ class SequenceSteps:
 
     prefix None: the meta tokens from zero state (their k/v are kept in `kv` for the caller);
     else (meta_k, meta_v, conv_in, ssm_in) lists, and `caches` the row caches to fill."""
+
+    reads_columns = False  # x and z arrive as their own tensors (sliced out of in_proj's output)
 
     def __init__(self, g, n, positions, prefix, caches):
         self.g, self.rows, self.positions, self.prefix = g, n, positions, prefix
@@ -171,6 +176,8 @@ class DecodeSteps:
     split-K decode attention, the conv step and the SSM state update (in place), and the fused
     norm-average + out_proj combine."""
 
+    reads_columns = True  # x and z arrive as (in_proj output, column offset): no slice kernels
+
     def __init__(self, g, B, pos, caches, convs, ssms):
         c = g.c
         self.g, self.rows, self.pos = g, B, pos
@@ -217,19 +224,27 @@ class DecodeSteps:
         return g.reshape(att, (B, C))
 
     def conv(self, plan, x):
+        """x = (proj [B, rows], offset of the x columns)."""
         g, B, i = self.g, self.rows, plan.index
         C, K = g.c.d_inner, g.c.mamba_d_conv
-        self.convs[i], xc = g.inplace(g.kernel(conv.causal_conv1d_step, C, K, F32),
-                                      [self.convs[i], x, g.w(f"l{i}.conv_w"), g.w(f"l{i}.conv_b")],
+        proj, offset = x
+        step = g.kernel(conv.causal_conv1d_step, C, K, F32, x_columns=(g.rows(plan), offset))
+        self.convs[i], xc = g.inplace(step, [self.convs[i], proj, g.w(f"l{i}.conv_w"),
+                                             g.w(f"l{i}.conv_b")],
                                       [0, -1], ((B, K, C), F32), ((B, C), F32))
         return xc
 
     def scan(self, plan, xc, dt, Bm, Cm, z):
+        """z = (proj [B, rows], offset of the z columns)."""
         g, B, i = self.g, self.rows, plan.index
         C, N = g.c.d_inner, g.c.mamba_d_state
         L = lambda name: g.w(f"l{i}.{name}")  # noqa: E731
-        self.ssms[i], y = g.inplace(g.kernel(scan.selective_state_update, C, N, F32),
-                                    [self.ssms[i], xc, dt, L("A"), Bm, Cm, L("D"), z, L("dt_bias")],
+        proj, offset = z
+        update = g.kernel(scan.selective_state_update, C, N, F32,
+                          z_columns=(g.rows(plan), offset))
+        self.ssms[i], y = g.inplace(update,
+                                    [self.ssms[i], xc, dt, L("A"), Bm, Cm, L("D"), proj,
+                                     L("dt_bias")],
                                     [0, -1], ((B, N, C), F32), ((B, C), F32))
         return y
 

@@ -33,3 +33,15 @@ def finish(func: tirx.PrimFunc, kernel: str, symbol: str) -> tirx.PrimFunc:
 def f32(x: tirx.PrimExpr) -> tirx.PrimExpr:
     """Cast an expression to float32 (no-op when it already is)."""
     return x if x.dtype == "float32" else tirx.Cast("float32", x)
+
+
+def columns_of(columns: tuple[int, int] | None, width: int, what: str) -> tuple[int, int]:
+    """(row width, offset) of a `width`-column input read from a wider buffer (default: the
+    buffer is exactly those columns)."""
+    if columns is None:
+        return width, 0
+    row, offset = columns
+    if offset < 0 or offset + width > row:
+        raise ValueError(f"{what}={columns}: columns [{offset}, {offset + width}) are outside a "
+                         f"row of {row}")
+    return row, offset

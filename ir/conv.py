@@ -21,7 +21,7 @@ from __future__ import annotations
 from tvm import te, tirx
 from tvm.script import tirx as T
 
-from .common import check_dtype, f32, finish, seq_var
+from .common import check_dtype, columns_of, f32, finish, seq_var
 from .fastmath import silu_f32
 
 
@@ -77,15 +77,19 @@ def causal_conv1d(channels: int, width: int = 4, dtype: str = "float32",
 
 
 def causal_conv1d_step(channels: int, width: int = 4, dtype: str = "float32",
-                       wdtype: str | None = None) -> tirx.PrimFunc:
+                       wdtype: str | None = None, *,
+                       x_columns: tuple[int, int] | None = None) -> tirx.PrimFunc:
     """Decode: (state [b, K, C], x [b, C], w [K, C], bias [C]) -> y [b, C]; `state` is updated
     **in place** (shifted by one token, x appended), so the caller's cache tensor advances.
 
     y[b, c] = silu(bias[c] + sum_k w[k, c] * new_state[b, k, c]). state, x, y in `dtype`;
-    w, bias in `wdtype` (default `dtype`)."""
+    w, bias in `wdtype` (default `dtype`). x_columns = (row width, offset): x is the columns
+    [offset, offset + C) of a wider [b, row width] buffer (the in_proj output, read in place
+    instead of sliced out by another kernel)."""
     check_dtype(dtype)
     wdtype = check_dtype(wdtype or dtype)
     C, K = channels, width
+    XW, XO = columns_of(x_columns, C, "x_columns")
 
     def to32(v):
         return v if dtype == "float32" else T.Cast("float32", v)
@@ -97,24 +101,26 @@ def causal_conv1d_step(channels: int, width: int = 4, dtype: str = "float32",
     def step(state_h: T.handle, x_h: T.handle, w_h: T.handle, bias_h: T.handle, y_h: T.handle):
         nb = T.int64()
         state = T.match_buffer(state_h, (nb, K, C), dtype)
-        x = T.match_buffer(x_h, (nb, C), dtype)
+        x = T.match_buffer(x_h, (nb, XW), dtype)
         w = T.match_buffer(w_h, (K, C), wdtype)
         bias = T.match_buffer(bias_h, (C,), wdtype)
         y = T.match_buffer(y_h, (nb, C), dtype)
         for b, c in T.grid(nb, C):
             with T.sblock("step"):
                 vb, vc = T.axis.remap("SS", [b, c])
-                T.reads(state[vb, 0:K, vc], x[vb, vc], w[0:K, vc], bias[vc])
+                T.reads(state[vb, 0:K, vc], x[vb, XO + vc], w[0:K, vc], bias[vc])
                 T.writes(state[vb, 0:K, vc], y[vb, vc])
                 # the output first (it reads the old state), then the in-place shift
                 y[vb, vc] = silu_cast(w32(bias[vc]) + _taps(state, w, vb, vc, K, to32, w32)
-                                      + to32(x[vb, vc]) * w32(w[K - 1, vc]), dtype)
+                                      + to32(x[vb, XO + vc]) * w32(w[K - 1, vc]), dtype)
                 for k in T.serial(K - 1):
                     state[vb, k, vc] = state[vb, k + 1, vc]
-                state[vb, K - 1, vc] = x[vb, vc]
+                state[vb, K - 1, vc] = x[vb, XO + vc]
 
+    cols = f"_x{XW}o{XO}" if x_columns is not None else ""
     return finish(step, "causal_conv1d_step",
-                  f"causal_conv1d_step_{channels}_k{width}_{dtype}_{wdtype}")
+                  f"causal_conv1d_step_{channels}_k{width}_{dtype}_{wdtype}{cols}")
+
 
 
 def _cast(x: tirx.PrimExpr, dtype: str) -> tirx.PrimExpr:

@@ -38,7 +38,7 @@ from __future__ import annotations
 from tvm import te, tirx
 from tvm.script import tirx as T
 
-from .common import check_dtype, f32, finish, seq_var
+from .common import check_dtype, columns_of, f32, finish, seq_var
 from .fastmath import LOG2E, exp2_nonpos_f32, exp_f32, let, silu_f32, softplus_f32
 
 STATE_DTYPE = "float32"
@@ -391,12 +391,16 @@ def selective_scan_chunked(d_inner: int, d_state: int = 16, dtype: str = "float3
 
 def selective_state_update(d_inner: int, d_state: int = 16, dtype: str = "float32", *,
                            wdtype: str = "float32", a_log: bool = False,
-                           tile: int | None = None, max_tile: int = 64) -> tirx.PrimFunc:
+                           tile: int | None = None, max_tile: int = 64,
+                           z_columns: tuple[int, int] | None = None) -> tirx.PrimFunc:
     """One decode step: (state [b, N, D] fp32, x [b, D], dt [b, D], A [N, D], B [b, N], C [b, N],
     D, z [b, D], dt_bias) -> y [b, D]; `state` is updated **in place** (the caller's cache tensor
     advances). delta = softplus(dt + dt_bias); state = exp(delta A) state + (delta x) B;
-    y = (state . C + D x) * silu(z). x, dt, z, B, C, y in `dtype`; A as in the prefill scans."""
+    y = (state . C + D x) * silu(z). x, dt, z, B, C, y in `dtype`; A as in the prefill scans.
+    z_columns = (row width, offset): z is the columns [offset, offset + D) of a wider [b, row
+    width] buffer (the in_proj output, read in place instead of sliced out by another kernel)."""
     tile = tile or pick_tile(d_inner, max_tile)
+    ZW, ZO = columns_of(z_columns, d_inner, "z_columns")
     _check(d_inner, d_state, dtype, wdtype, tile)
     Dn, N, W = d_inner, d_state, tile
     act, wgt, a_entry, out = _helpers(dtype, wdtype, a_log)
@@ -413,7 +417,7 @@ def selective_state_update(d_inner: int, d_state: int = 16, dtype: str = "float3
         Bm = T.match_buffer(B_h, (Bt, N), dtype)
         Cm = T.match_buffer(C_h, (Bt, N), dtype)
         Dv = T.match_buffer(D_h, (Dn,), wdtype)
-        z = T.match_buffer(z_h, (Bt, Dn), dtype)
+        z = T.match_buffer(z_h, (Bt, ZW), dtype)
         bias = T.match_buffer(bias_h, (Dn,), wdtype)
         y = T.match_buffer(y_h, (Bt, Dn), dtype)
         for b, dc in T.grid(Bt, Dn // W):
@@ -453,10 +457,11 @@ def selective_state_update(d_inner: int, d_state: int = 16, dtype: str = "float3
                         vw = T.axis.remap("S", [w])
                         y[vb, vdc * W + vw] = out(
                             (acc[vw] + wgt(Dv[vdc * W + vw]) * act(x[vb, vdc * W + vw]))
-                            * silu_f32(act(z[vb, vdc * W + vw])))
+                            * silu_f32(act(z[vb, ZO + vdc * W + vw])))
 
     name = _names(d_inner, d_state, dtype, wdtype, False, a_log, tile)
-    return finish(update, "selective_state_update", f"selective_state_update_{name}")
+    cols = f"_z{ZW}o{ZO}" if z_columns is not None else ""
+    return finish(update, "selective_state_update", f"selective_state_update_{name}{cols}")
 
 
 # ---------------------------------------------------------------------------------------------

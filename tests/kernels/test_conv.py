@@ -133,3 +133,30 @@ def test_prefill_then_steps_continue_the_sequence(prompt, steps, dtype, seed):
     x_ref = x.transpose(1, 2)
     assert_close(torch.cat(outs, 1), conv_ref(x_ref, w_ref, bias).transpose(1, 2), dtype, scale=4.0)
     assert torch.equal(state, conv_state_after(x_ref, 4).transpose(1, 2))
+
+
+def _step_cols(channels, width, dtype, row, offset):
+    return causal_conv1d_step(channels, width, dtype, x_columns=(row, offset))
+
+
+@pytest.mark.parametrize("variant", with_pocl(variants("causal_conv1d_step", CPU)))
+@settings(max_examples=6, deadline=None)
+@given(channels=CHANNELS, batch=st.integers(1, 3), dtype=DTYPES, offset=st.sampled_from([0, 5, 16]),
+       extra=st.sampled_from([0, 7]), seed=st.integers(0, 2**16))
+def test_conv_step_reads_its_columns_of_a_wider_row(variant, channels, batch, dtype, offset, extra,
+                                                    seed):
+    """x_columns=(row, offset): x read in place from the in_proj output gives exactly what the
+    kernel gives on those columns copied out."""
+    g = torch.Generator().manual_seed(seed)
+    t = TORCH_DTYPES[dtype]
+    row = offset + channels + extra
+    wide = torch.randn(batch, row, generator=g).to(t)
+    state0 = torch.randn(batch, 4, channels, generator=g).to(t)
+    _, w, bias = _weights(g, channels, 4, dtype)
+    state_a, y_a = _own(state0), torch.empty(batch, channels, dtype=t)
+    cached_kernel(causal_conv1d_step, (channels, 4, dtype), variant)(
+        state_a, _own(wide[:, offset:offset + channels]), w, bias, y_a)
+    state_b, y_b = _own(state0), torch.empty(batch, channels, dtype=t)
+    cached_kernel(_step_cols, (channels, 4, dtype, row, offset), variant, causal_conv1d_step)(
+        state_b, wide, w, bias, y_b)
+    assert torch.equal(y_a, y_b) and torch.equal(state_a, state_b)

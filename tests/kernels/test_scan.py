@@ -216,3 +216,33 @@ def test_ssm_input_split(variant, sizes, rows, dtype, norms, seed, scale):
             assert_close(out, ref, dtype, scale=4.0)  # as test_norm: |y| ~ |w| * O(1)
         else:
             assert torch.equal(out, ref)
+
+
+def _update_cols(d, n, dtype, row, offset, max_tile=64):
+    return selective_state_update(d, n, dtype, max_tile=max_tile, z_columns=(row, offset))
+
+
+@pytest.mark.parametrize("variant", with_pocl(variants("selective_state_update", CPU)))
+@settings(max_examples=6, deadline=None)
+@given(shape=SHAPES, dtype=DTYPES, batch=st.integers(1, 3), offset=st.sampled_from([0, 3, 16]),
+       extra=st.sampled_from([0, 5]), seed=st.integers(0, 2**16))
+def test_state_update_reads_z_columns_of_a_wider_row(variant, shape, dtype, batch, offset, extra,
+                                                     seed):
+    """z_columns=(row, offset): z read in place from the in_proj output gives exactly what the
+    kernel gives on those columns copied out."""
+    d, n = shape
+    g = torch.Generator().manual_seed(seed)
+    t = TORCH_DTYPES[dtype]
+    row = offset + d + extra
+    wide = torch.randn(batch, row, generator=g).to(t)
+    x, dt = map(_own, torch.randn(2, batch, d, generator=g).to(t))
+    B, C = map(_own, torch.randn(2, batch, n, generator=g).to(t))
+    A, _, D, bias = _params(g, d, n, False)
+    state0 = torch.randn(batch, n, d, generator=g)
+    state_a, y_a = _own(state0), torch.empty(batch, d, dtype=t)
+    cached_kernel(_update, (d, n, dtype), variant, selective_state_update)(
+        state_a, x, dt, A, B, C, D, _own(wide[:, offset:offset + d]), bias, y_a)
+    state_b, y_b = _own(state0), torch.empty(batch, d, dtype=t)
+    cached_kernel(_update_cols, (d, n, dtype, row, offset), variant, selective_state_update)(
+        state_b, x, dt, A, B, C, D, wide, bias, y_b)
+    assert torch.equal(y_a, y_b) and torch.equal(state_a, state_b)
