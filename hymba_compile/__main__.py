@@ -201,7 +201,8 @@ def cmd_generate(args) -> int:
     mode = "greedy" if args.greedy else f"sampled (T={args.temperature}, top-k={args.top_k}, seed={args.seed})"
     dtype = str(model.dtype).replace("torch.", "")
     dtype = f"{dtype} weights, float32 math" if args.backend == "tvm" else dtype
-    print(f"[{model.source} | backend {args.backend} | {dtype} | {mode}] "
+    where = f" on {model.backend.device}" if args.backend == "tvm" else ""
+    print(f"[{model.source} | backend {args.backend}{where} | {dtype} | {mode}] "
           f"prompt {len(ids)} tokens, generated {new} tokens, prefill {s.prefill_s:.2f} s, "
           f"decode {s.decode_tok_s:.1f} tokens/s", file=out)
     return 0
