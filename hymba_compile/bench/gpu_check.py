@@ -265,6 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     import tvm  # noqa: PLC0415
 
     results["tvm_runtime_only"] = bool(getattr(tvm.base, "_RUNTIME_ONLY", False))
+    results["tvm_from"] = str(Path(tvm.__file__).parent)
+
+    def tvm_libraries() -> list[str]:  # proof of what was loaded: no libtvm_compiler.so
+        try:
+            return sorted({line.split()[-1].rsplit("/", 1)[-1] for line in open("/proc/self/maps")
+                           if "libtvm" in line})
+        except OSError:
+            return []
 
     def save(section: str, value) -> None:
         results[section] = value
@@ -288,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
 
     bound = section("bound", lambda: copy_bandwidth(device, args.repeat))
     section("fixture", lambda: check_fixture(bundle, programs, device))
+    results["tvm_libraries"] = tvm_libraries()
     if device.type != "cuda":
         def cpu_decode():
             folder, _ = _fixture(bundle)
