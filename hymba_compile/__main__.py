@@ -28,8 +28,11 @@ def _batch_list(text: str) -> tuple[int, ...]:
         sizes = tuple(sorted({int(t) for t in text.replace(" ", "").split(",") if t}))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected batch sizes like 1,2,4, got {text!r}") from None
-    if not sizes or sizes[0] < 1 or sizes[-1] > 64:
-        raise argparse.ArgumentTypeError(f"decode batch sizes must be in 1..64, got {text!r}")
+    from .program_spec import MAX_DECODE_BATCH
+
+    if not sizes or sizes[0] < 1 or sizes[-1] > MAX_DECODE_BATCH:
+        raise argparse.ArgumentTypeError(f"decode batch sizes must be in 1..{MAX_DECODE_BATCH}, "
+                                         f"got {text!r}")
     return sizes
 
 

@@ -3,8 +3,8 @@ program, written atomically, verified before loading, rebuilt when corrupt or st
 
 Key = sha256 over: the program spec (config, weight dtype, decode batches), the schedule variant
 chosen per kernel family, the target, the versions of tvm, tvm-ffi, torch and this package, and
-the source text of everything that generates the IR and the schedules (`ir/`, `schedules/`,
-`hymba_compile/program*.py`). The sources stand in for the IR itself: printing the IR of the
+the source text of everything that generates the IR, the schedules and the library (`ir/`,
+`schedules/`, `hymba_compile/program*.py`, the Relax pipeline, the nvcc call and the export). The sources stand in for the IR itself: printing the IR of the
 1.5B program to hash it would cost seconds on every warm load, and the IR is a pure function of
 those sources and the spec.
 
@@ -56,7 +56,8 @@ def default_cache_dir() -> Path:
 def _source_files() -> list[Path]:
     here = Path(__file__).resolve().parent
     files = sorted((_ROOT / "ir").glob("*.py")) + sorted((_ROOT / "schedules").rglob("*.py"))
-    return files + sorted(here.glob("program*.py"))
+    built_by = ["pipeline.py", "cuda_export.py", "cuda_compile.py"]  # passes, nvcc, export
+    return files + sorted(here.glob("program*.py")) + [here / name for name in built_by]
 
 
 def _version(dist: str) -> str:
@@ -146,7 +147,7 @@ def read_manifest(entry: Path) -> dict:
 
 
 def find_prebuilt(spec: ProgramSpec, target: str, cache_dir: str | os.PathLike | None = None,
-                  ) -> Artifact:
+                  cuda_graph: bool = True) -> Artifact:
     """An intact entry under `cache_dir` (or an entry folder itself) built for `spec` on the
     target named `target` ("cpu" matches any CPU build) from these sources and versions,
     without computing the key. HymbaError listing what is there when none matches."""
@@ -164,7 +165,8 @@ def find_prebuilt(spec: ProgramSpec, target: str, cache_dir: str | os.PathLike |
             continue
         name = m.get("target_name", "?")
         same_target = name == target or (target == "cpu" and name.startswith("cpu"))
-        if same_target and all(m.get(k) == v for k, v in want.items()) \
+        same_graph = m.get("kind") != "cuda" or m.get("cuda_graph") == bool(cuda_graph)
+        if same_target and same_graph and all(m.get(k) == v for k, v in want.items()) \
                 and verify(entry, None) is None:
             return Artifact(entry, m["key"], float(m.get("compile_s", 0.0)), built_now=False)
     raise HymbaError(f"no prebuilt program for {target} matching this model, dtype "
@@ -194,7 +196,9 @@ def ensure_compiled(spec: ProgramSpec, target: str = "cpu", cache_dir: str | os.
     `force`d. Prints why an entry is rebuilt; shows a progress bar while compiling. Under a
     runtime-only TVM, a matching prebuilt entry (`find_prebuilt`)."""
     if not compiler_available():
-        return find_prebuilt(spec, target, cache_dir)
+        if force:
+            raise HymbaError("cannot rebuild (force): this TVM is runtime-only, without a compiler")
+        return find_prebuilt(spec, target, cache_dir, cuda_graph)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     key = artifact_key(spec, target, variants, cuda_graph)
     entry = root / key
@@ -264,5 +268,10 @@ def _compile_into(entry: Path, key: str, spec: ProgramSpec, target: str,
 
 
 def load_executable(artifact: Artifact) -> tvm.runtime.Module:
+    """The entry's library, loaded (for a CUDA program, TVM's CUDA runtime first)."""
+    if read_manifest(artifact.path).get("kind") == "cuda":
+        from .runtime import load_cuda_runtime  # noqa: PLC0415
+
+        load_cuda_runtime()
     return tvm.runtime.load_module(str(artifact.library))
 

@@ -193,7 +193,7 @@ def _compiled_on_device(config, params, dtype, target, cache_dir, decode_batches
         try:
             runner = compiled_backend(config, params, dtype, None, cache_dir, decode_batches,
                                       progress, "cuda")
-        except HymbaError as e:
+        except (HymbaError, RuntimeError, ValueError) as e:  # TVM or CUDA errors included
             print(f"hymba_compile: running on the CPU: no CUDA program ({e})", file=sys.stderr)
         else:
             print(f"hymba_compile: running on {runner.device} ({runner.artifact_target})",

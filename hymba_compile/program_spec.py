@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from .config import GLOBAL, HymbaConfig
 
-MAX_DECODE_BATCH = 64
+MAX_DECODE_BATCH = 16  # ir/linear.py's limit too (ir/ imports nothing from here)
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ batch gives each row exactly what it gives alone. Rows past the real batch are i
 
 Device: every tensor the program touches lives on the runtime's device (the weights uploaded
 once, caches, conv and SSM state); per step only the token ids go in and the logits come out.
-Decode state is persistent per (bucket, capacity) and reused by later generations, so a decode
-function captured as a CUDA graph (whose kernels keep the pointers they were captured with) can
-be replayed: a prefill that takes a pool entry retires the state that held it, and decoding a
+Decode state is persistent and reused by later generations, so a decode function captured as a
+CUDA graph (whose kernels keep the pointers they were captured with) can be replayed: per batch
+bucket one set of sliding caches, conv and SSM state, pos and ids; per (bucket, capacity) the
+global caches. A prefill into a bucket retires the bucket's previous state, and decoding a
 retired state raises instead of reading another generation's caches.
 Imports no compiler module (`tvm.runtime` only): it runs with a runtime-only TVM.
 """
@@ -56,6 +57,46 @@ def _pool_capacity(needed: int) -> int:
     while cap < needed:
         cap *= 2
     return cap
+
+
+def load_cuda_runtime() -> None:
+    """Load TVM's CUDA runtime library if it is not yet: it registers the loader of CUDA modules
+    and the CUDA-graph builtins. TVM loads it at import, except a runtime-only TVM, which skips
+    every device backend. It needs libcudart.so.13: torch's CUDA build has loaded it (else it
+    is looked for in the `nvidia` wheels on sys.path). HymbaError when it cannot be loaded."""
+    import ctypes  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from tvm_ffi.libinfo import load_lib_ctypes  # noqa: PLC0415
+
+    libs = tvm.base._LOADED_LIBS
+    if "tvm_runtime_cuda" in libs:
+        return
+    runtime_dir = Path(libs["tvm_runtime"]._name).resolve().parent
+
+    def load():
+        libs["tvm_runtime_cuda"] = load_lib_ctypes(package="tvm", target_name="tvm_runtime_cuda",
+                                                   extra_lib_paths=[runtime_dir], mode="RTLD_LOCAL")
+
+    if torch.cuda.is_available():
+        torch.cuda.init()
+    try:
+        load()
+        return
+    except (OSError, FileNotFoundError, RuntimeError) as e:
+        first = e
+    for folder in map(Path, sys.path):
+        for cudart in sorted((folder / "nvidia").glob("**/libcudart.so.13")) \
+                if (folder / "nvidia").is_dir() else []:
+            try:
+                ctypes.CDLL(str(cudart), mode=ctypes.RTLD_GLOBAL)
+                load()
+                return
+            except (OSError, FileNotFoundError, RuntimeError):
+                continue
+    raise HymbaError(f"cannot load TVM's CUDA runtime (libtvm_runtime_cuda.so in {runtime_dir}): "
+                     f"{first}")
 
 
 def tvm_device(device: torch.device):
@@ -107,7 +148,9 @@ class CompiledRuntime:
         self.vm = VirtualMachine(executable, tvm_device(self.device))
         self._weights_torch = [t.to(self.device) for t in
                                program_weights(spec.config, params, spec.weight_dtype)]
-        self._pool: dict[tuple[int, int], DecodeState] = {}  # (bucket, cap) -> state buffers
+        self._pool_bucket: dict[int, tuple] = {}  # bucket -> sliding caches, conv, ssm, pos, ids
+        self._pool_global: dict[tuple[int, int], dict] = {}  # (bucket, cap) -> global caches
+        self._holder: dict[int, DecodeState] = {}  # bucket -> the live state on its buffers
         self.weights = tvm_ffi.Array([_tvm(t) for t in self._weights_torch])
         self.fn = {name: self.vm[name] for name in
                    ("prefix", "prefill", "logits_last", "logits_all",
@@ -174,27 +217,39 @@ class CompiledRuntime:
                 rows.append((int(real[r].sum()), caches, conv, ssm))
         return out, (self._batch_state(rows, bucket) if want_cache else None)
 
-    def _take(self, bucket: int, cap: int) -> DecodeState:
-        """The pooled state buffers of (bucket, cap), retiring their previous holder."""
-        key = (bucket, cap)
-        old = self._pool.get(key)
-        if old is not None:
-            old.retired = True
+    def _buffers(self, bucket: int, cap: int) -> tuple[list, list, list, torch.Tensor, torch.Tensor]:
+        """The pooled buffers of a decode state: per bucket the sliding caches, conv and SSM
+        state, pos and ids; per (bucket, capacity) the global caches. Allocated once, kept for
+        the runtime's life (a captured CUDA graph replays with these pointers)."""
         c, dev = self.config, self.device
-        if old is None:
-            caches = [torch.zeros(s, dtype=self.cache_dtype, device=dev)
-                      for s in cache_shapes(c, bucket, cap)]
+        if bucket not in self._pool_bucket:
+            sliding = {i: torch.zeros(s, dtype=self.cache_dtype, device=dev)
+                       for i, s in enumerate(cache_shapes(c, bucket, 0)) if not self._global[i]}
             conv = [torch.zeros(bucket, c.mamba_d_conv, c.d_inner, device=dev)
                     for _ in range(c.num_hidden_layers)]
             ssm = [torch.zeros(bucket, c.mamba_d_state, c.d_inner, device=dev)
                    for _ in range(c.num_hidden_layers)]
-            pos = torch.zeros(bucket, dtype=torch.int32, device=dev)
-            ids = torch.zeros(bucket, dtype=torch.int32, device=dev)
-        else:
-            caches, conv, ssm, pos, ids = old.caches, old.conv, old.ssm, old.pos, old.ids
-        state = DecodeState(0, bucket, caches, conv, ssm, pos, ids, self._global)
+            self._pool_bucket[bucket] = (sliding, conv, ssm,
+                                         torch.zeros(bucket, dtype=torch.int32, device=dev),
+                                         torch.zeros(bucket, dtype=torch.int32, device=dev))
+        sliding, conv, ssm, pos, ids = self._pool_bucket[bucket]
+        if (bucket, cap) not in self._pool_global:
+            self._pool_global[(bucket, cap)] = {
+                i: torch.zeros(s, dtype=self.cache_dtype, device=dev)
+                for i, s in enumerate(cache_shapes(c, bucket, cap)) if self._global[i]}
+        glob = self._pool_global[(bucket, cap)]
+        caches = [glob[i] if i in glob else sliding[i] for i in range(len(self._global))]
+        return caches, conv, ssm, pos, ids
+
+    def _take(self, bucket: int, cap: int) -> DecodeState:
+        """A decode state on the pooled buffers of (bucket, cap); the bucket's previous state
+        is retired (it shares the bucket's buffers)."""
+        old = self._holder.get(bucket)
+        if old is not None:
+            old.retired = True
+        state = DecodeState(0, bucket, *self._buffers(bucket, cap), self._global)
         state.bind()
-        self._pool[key] = state
+        self._holder[bucket] = state
         return state
 
     def _batch_state(self, rows, bucket: int) -> DecodeState:
@@ -218,28 +273,18 @@ class CompiledRuntime:
         return state
 
     def _grow(self, state: DecodeState, needed: int) -> None:
-        """Move the state into the pooled buffers of a larger capacity (at least doubling),
-        copying the caches; the sliding caches, conv and SSM state come along."""
+        """Move the global caches into the pooled ones of a larger capacity (at least doubling),
+        copying them; the sliding caches, conv and SSM state, pos and ids are the bucket's and
+        stay where they are."""
         cap = _pool_capacity(max(needed, 2 * state.capacity))
-        # the old buffers stay pooled under their key, held by a retired placeholder
-        self._pool[(state.bucket, state.capacity)] = DecodeState(
-            0, state.bucket, state.caches, state.conv, state.ssm, state.pos, state.ids,
-            self._global, retired=True)
-        grown = self._take(state.bucket, cap)
+        caches = self._buffers(state.bucket, cap)[0]
         for i, glob in enumerate(self._global):
-            old, new = state.caches[i], grown.caches[i]
             if glob:
+                old, new = state.caches[i], caches[i]
                 new.zero_()
                 new[:, :, :old.shape[2]] = old
-            else:
-                new.copy_(old)
-        for dst, src in zip(grown.conv + grown.ssm + [grown.pos, grown.ids],
-                            state.conv + state.ssm + [state.pos, state.ids]):
-            dst.copy_(src)
-        state.caches, state.conv, state.ssm = grown.caches, grown.conv, grown.ssm
-        state.pos, state.ids = grown.pos, grown.ids
+        state.caches = caches
         state.bind()
-        self._pool[(state.bucket, cap)] = state  # the caller's state object holds them now
 
     @torch.inference_mode()  # the pooled state may be inference tensors
     def decode(self, state: DecodeState, token_ids: torch.Tensor) -> torch.Tensor:

@@ -78,4 +78,7 @@ def device_target(device: torch.device) -> str:
     if device.type == "cpu":
         return "cpu"
     major, minor = torch.cuda.get_device_capability(device)
+    if major * 10 + minor < 75:
+        raise HymbaError(f"{torch.cuda.get_device_name(device)} is sm_{major}{minor}; the CUDA "
+                         "programs need sm_75 or newer (nvcc 13 dropped older architectures)")
     return f"cuda:sm_{major}{minor}"

@@ -144,9 +144,36 @@ def check_model(programs: Path, device: torch.device, seed: int = 0) -> tuple[di
             errs.append((g - w).abs().max().item())
             same.append(bool(g.argmax(-1).eq(w.argmax(-1)).all()))
             tok = w.argmax(-1)
+        growth = _across_capacities(model, reference, config, device)
     del reference, params
     return {"max_abs_per_step": [round(e, 5) for e in errs], "argmax_equal_per_step": same,
-            "logit_scale": want.abs().max().item()}, model
+            "logit_scale": want.abs().max().item(), "across_capacities": growth}, model
+
+
+def _across_capacities(model, reference, config, device, steps: int = 80) -> dict:
+    """Decode past a global-cache capacity (no reserve after the prompt: 128 meta + 64 prompt
+    slots fill 256 after 64 steps), so the graph of the next capacity is captured and the caches
+    move: compiled vs the reference, fed the reference's tokens."""
+    from .. import runtime as rt  # noqa: PLC0415
+
+    saved, rt.PREFILL_RESERVE = rt.PREFILL_RESERVE, 0
+    try:
+        ids = torch.randint(3, config.vocab_size, (1, 64), generator=torch.Generator().manual_seed(2))
+        _, state = model.backend.prefill(ids, last_only=True)
+        want, ref_state = reference.prefill(ids.to(device), last_only=True)
+        caps, worst, agree = {state.capacity}, 0.0, 0
+        tok = want.float().cpu()[:, -1].argmax(-1)
+        for _ in range(steps):
+            g = model.backend.decode(state, tok)
+            w = reference.decode(ref_state, tok.to(device)).float().cpu()
+            worst = max(worst, (g - w).abs().max().item())
+            agree += int(bool(g.argmax(-1).eq(w.argmax(-1)).all()))
+            caps.add(state.capacity)
+            tok = w.argmax(-1)
+    finally:
+        rt.PREFILL_RESERVE = saved
+    return {"capacities": sorted(caps), "steps": steps, "max_abs": round(worst, 5),
+            "argmax_agree_steps": agree}
 
 
 def decode_rate(model, batch: int, device: torch.device, repeat: int) -> float:
@@ -250,6 +277,26 @@ def kernel_times(model, manifest: dict, device: torch.device, repeat: int) -> di
                       "scan_eager_loop_4k_us_per_layer": round(scan_us, 1)}}
 
 
+def verdict(results: dict, save) -> int:
+    """0 when every section ran and the fixture parity holds, else 1; the failures are saved
+    under "failed". Bounds: fp32 (the CPU parity tests' 2e-4 of the logit scale, ids identical);
+    bf16 weights against fp32 eager on the same weights: 1e-3 of the scale (fp32 math both)."""
+    failed = [f"{name}: {v['error']}" for name, v in results.items()
+              if isinstance(v, dict) and "error" in v]
+    fx = results.get("fixture", {})
+    if "error" not in fx and fx:
+        scale = max(1.0, fx["logit_scale"])
+        checks = {"fp32 prefill vs official": fx["fp32_prefill_max_abs_vs_official"] <= 2e-4 * scale,
+                  "fp32 decode vs official": fx["fp32_decode_max_abs_vs_official"] <= 2e-4 * scale,
+                  "fp32 greedy ids": fx["fp32_greedy_ids_equal_official"],
+                  "bf16 vs eager fp32": fx["bf16_prefill_max_abs_vs_eager_fp32_same_weights"]
+                  <= 1e-3 * scale,
+                  "bf16 greedy ids": fx["bf16_greedy_ids_equal_official"]}
+        failed += [f"fixture: {name}" for name, ok in checks.items() if not ok]
+    save("failed", failed)
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m hymba_compile.bench.gpu_check")
     p.add_argument("--bundle", required=True)
@@ -304,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
                      decode_batches=(1,), progress=False)
             return {"b1_tok_s": decode_rate(m, 1, device, args.repeat)}
         section("decode", cpu_decode)
-        return 0
+        return verdict(results, save)
     holder = {}
 
     def model_section():
@@ -314,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     section("model", model_section)
     model = holder.get("model")
     if model is None:
-        return 1
+        return verdict(results, save)
     manifest = json.loads((model.backend.artifact.path / "manifest.json").read_text())
     weight_bytes = model.backend.decode_weight_bytes
     gbps = bound.get("gbps", 0.0)
@@ -338,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     section("launches", lambda: {"per_step": manifest["launches"],
                                  "per_layer": manifest["decode_launches_per_layer"]})
     section("kernels", lambda: kernel_times(model, manifest, device, args.repeat))
-    return 0
+    return verdict(results, save)
 
 
 if __name__ == "__main__":
