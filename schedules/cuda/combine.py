@@ -16,7 +16,7 @@ from __future__ import annotations
 from tvm import s_tir
 
 from ..registry import cuda_rule
-from .linear import LANES, _rows_per_block, _vector
+from .linear import LANES, warp_rows
 
 
 MAX_BATCH = 8
@@ -33,41 +33,13 @@ def combine_warp_rows(func, target):
     sch = s_tir.Schedule(func)
     sch.compute_inline(sch.get_sblock("fused"))
     y = sch.get_sblock("y")
-    b, j, k = sch.get_loops(y)
-    if int(sch.get(b).extent) > MAX_BATCH:
+    if int(sch.get(sch.get_loops(y)[0]).extent) > MAX_BATCH:
         return None
-    n, kk = int(sch.get(j).extent), int(sch.get(k).extent)
-    w_name = "out_w"
-    wdtype = str(sch.get(y).reads[_read_index(sch, y, w_name)].source.dtype)
-    vec = _vector(kk, 16 // (2 if "bfloat16" in wdtype else 4))
-    rows = _rows_per_block(n)
-    step, lane, v = sch.split(k, factors=[None, LANES, vec])
-    rf = sch.rfactor(lane, factor_axis=0)
-    jo, ji = sch.split(sch.get_loops(rf)[1], factors=[None, rows])
-    b_rf, _, _, step, lane, v = sch.get_loops(rf)
-    sch.reorder(jo, ji, lane, step, v, b_rf)
-    sch.bind(jo, "blockIdx.x")
-    sch.bind(ji, "threadIdx.y")
-    sch.bind(lane, "threadIdx.x")
-    sch.set_scope(rf, 0, "local")
-    w_local = sch.cache_read(rf, _read_index(sch, rf, w_name), "local")
-    sch.compute_at(w_local, step)
-    if vec > 1:
-        sch.vectorize(sch.get_loops(w_local)[-1])
-    sch.unroll(v)
-    sch.unroll(b_rf)
-    sch.reverse_compute_at(y, ji)
-    lane_y, = [l for l in sch.get_loops(y)[2:] if int(sch.get(l).extent) == LANES][-1:]
-    others = [l for l in sch.get_loops(y)[2:] if not sch.get(l).same_as(sch.get(lane_y))]
-    if others:
-        sch.reorder(*others, lane_y)
-    sch.bind(lane_y, "threadIdx.x")
-    sch.decompose_reduction(rf, step)
+    jo, rows = warp_rows(sch, y, weight=_read_index(sch, y, "out_w"))
     for name in ("ss_attn", "ss_ssm"):  # per block: all rows x LANES threads reduce them
         ss = sch.get_sblock(name)
         sch.compute_at(ss, jo)
-        k_ss = sch.get_loops(ss)[-1]
-        _, ty, tx = sch.split(k_ss, factors=[None, rows, LANES])
+        _, ty, tx = sch.split(sch.get_loops(ss)[-1], factors=[None, rows, LANES])
         sch.bind(ty, "threadIdx.y")
         sch.bind(tx, "threadIdx.x")
         sch.set_scope(ss, 0, "shared")

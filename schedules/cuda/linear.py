@@ -37,14 +37,14 @@ def _vector(k: int, want: int) -> int:
     return want
 
 
-@cuda_rule("gemv", "warp_rows")
-def gemv_warp_rows(func, target):
-    """See the module docstring."""
-    sch = s_tir.Schedule(func)
-    y = sch.get_sblock("y")
+def warp_rows(sch: s_tir.Schedule, y, weight: int):
+    """The schedule of the module docstring on block `y` (loops b, j, k; y[b, j] += ... w[j, k]
+    with `weight` the index of w among the block's reads). Returns (the blockIdx loop, rows per
+    block) for rules that put more under each block (schedules/cuda/combine.py)."""
     b, j, k = sch.get_loops(y)
     n, kk = int(sch.get(j).extent), int(sch.get(k).extent)
-    vec = _vector(kk, 16 // (2 if "bfloat16" in str(sch.get(y).reads[1].source.dtype) else 4))
+    wdtype = str(sch.get(y).reads[weight].source.dtype)
+    vec = _vector(kk, 16 // (2 if "bfloat16" in wdtype else 4))
     rows = _rows_per_block(n)
     # k = (step * LANES + lane) * vec + v: lane-strided 16-byte chunks
     step, lane, v = sch.split(k, factors=[None, LANES, vec])
@@ -56,7 +56,7 @@ def gemv_warp_rows(func, target):
     sch.bind(ji, "threadIdx.y")
     sch.bind(lane, "threadIdx.x")
     sch.set_scope(rf, 0, "local")
-    w_local = sch.cache_read(rf, 1, "local")  # the 16-byte weight chunk, one vector load
+    w_local = sch.cache_read(rf, weight, "local")  # the 16-byte weight chunk, one vector load
     sch.compute_at(w_local, step)
     if vec > 1:
         sch.vectorize(sch.get_loops(w_local)[-1])
@@ -71,4 +71,12 @@ def gemv_warp_rows(func, target):
         sch.reorder(*others, lane_y)
     sch.bind(lane_y, "threadIdx.x")
     sch.decompose_reduction(rf, step)
+    return jo, rows
+
+
+@cuda_rule("gemv", "warp_rows")
+def gemv_warp_rows(func, target):
+    """See the module docstring."""
+    sch = s_tir.Schedule(func)
+    warp_rows(sch, sch.get_sblock("y"), weight=1)
     return sch
