@@ -14,7 +14,9 @@ Sections, each written to the JSON as soon as it is measured (a timeout keeps wh
             by family, against torch at the same shapes (F.linear, SDPA, the eager scan loop)
   launches  per decode step and per layer, from the manifest
 On `--device cpu` (the CPU twin, to check the bundle here) only bound, fixture and a short decode
-run. Figures are medians of `--repeat` runs.
+run; `--all-sections --model tiny` runs every section on the CPU with the tiny preset, to try the
+script without a GPU (tests/test_gpu_check.py). Figures are medians of `--repeat` runs. Exit
+status 1 when a section failed or the fixture parity misses its bound (`verdict`).
 """
 
 from __future__ import annotations
@@ -122,11 +124,12 @@ def check_fixture(bundle: Path, programs: Path, device: torch.device) -> dict:
     return out
 
 
-def check_model(programs: Path, device: torch.device, seed: int = 0) -> tuple[dict, object]:
-    """hymba-1.5b random bf16: compiled vs the eager bf16 reference on the device (64-token
-    prompt, 8 greedy steps fed from the reference)."""
-    config = preset("hymba-1.5b")
-    model = load("hymba-1.5b", dtype="bfloat16", seed=seed, cache_dir=programs, device=device,
+def check_model(programs: Path, device: torch.device, seed: int = 0,
+                name: str = "hymba-1.5b") -> tuple[dict, object]:
+    """The preset `name` (hymba-1.5b) with random bf16 weights: compiled vs the eager bf16
+    reference on the device (64-token prompt, 8 greedy steps fed from the reference)."""
+    config = preset(name)
+    model = load(name, dtype="bfloat16", seed=seed, cache_dir=programs, device=device,
                  decode_batches=(1, 4, 16), progress=False)
     params = {k: v.to(device) for k, v in
               random_parameters(config, seed=seed, dtype=torch.bfloat16).items()}
@@ -211,13 +214,15 @@ def _profile(fn, device) -> dict[str, float]:
 
     fn()
     _sync(device)
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+    cuda = device.type == "cuda"  # on the CPU (trying the script) the ops' own times
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
         fn()
         _sync(device)
     times: dict[str, float] = {}
     for e in prof.events():
-        if e.device_type.name == "CUDA":
-            times[e.name] = times.get(e.name, 0.0) + e.device_time_total
+        if e.device_type.name == ("CUDA" if cuda else "CPU"):
+            us = e.device_time_total if cuda else e.self_cpu_time_total
+            times[e.name] = times.get(e.name, 0.0) + us
     return times
 
 
@@ -303,6 +308,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--json", default=None, help="write the results here (updated per section)")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--model", default="hymba-1.5b",
+                   help="the preset of the model sections (a smaller one to try the script)")
+    p.add_argument("--all-sections", action="store_true",
+                   help="on the CPU too: every section (to try the script without a GPU)")
     args = p.parse_args(argv)
     bundle = Path(args.bundle)
     programs = bundle / "programs"
@@ -344,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     bound = section("bound", lambda: copy_bandwidth(device, args.repeat))
     section("fixture", lambda: check_fixture(bundle, programs, device))
     results["tvm_libraries"] = tvm_libraries()
-    if device.type != "cuda":
+    if device.type != "cuda" and not args.all_sections:
         def cpu_decode():
             folder, _ = _fixture(bundle)
             m = load(folder, dtype="bfloat16", cache_dir=programs, device=device,
@@ -355,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     holder = {}
 
     def model_section():
-        value, holder["model"] = check_model(programs, device)
+        value, holder["model"] = check_model(programs, device, name=args.model)
         return value
 
     section("model", model_section)
@@ -373,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
                     "b1_of_bound": round(out["b1_tok_s"] / bound_tok_s, 3),
                     "b16_over_b1": round(out["b16_tok_s"] / out["b1_tok_s"], 2),
                     "weight_bytes": weight_bytes})
-        nograph = load("hymba-1.5b", dtype="bfloat16", seed=0,
+        nograph = load(args.model, dtype="bfloat16", seed=0,
                        cache_dir=bundle / "programs-nograph", device=device,
                        decode_batches=(1,), progress=False)
         out["b1_tok_s_no_cuda_graph"] = decode_rate(nograph, 1, device, args.repeat)
