@@ -4,10 +4,9 @@ CUDA, ptxas resources). DIR is an entry folder or a cache folder of entries."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .artifacts import MANIFEST, verify
+from .artifacts import MANIFEST, entries, read_manifest, verify
 from .errors import HymbaError
 
 
@@ -17,19 +16,10 @@ def _table(header: list[str], rows: list[list]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
 
 
-def _entries(path: Path) -> list[Path]:
-    if (path / MANIFEST).is_file():
-        return [path]
-    found = sorted(p for p in path.glob("*") if (p / MANIFEST).is_file()) if path.is_dir() else []
-    if not found:
-        raise HymbaError(f"{path} holds no compiled program (no {MANIFEST} in it or its folders)")
-    return found
-
-
 def describe(entry: Path) -> str:
     """The tables of one entry."""
     try:
-        m = json.loads((entry / MANIFEST).read_text())
+        m = read_manifest(entry)
     except (OSError, ValueError) as e:
         raise HymbaError(f"{entry / MANIFEST}: unreadable manifest ({e})") from None
     problem = verify(entry, None)
@@ -73,5 +63,8 @@ def describe(entry: Path) -> str:
 
 
 def print_artifacts(path: str) -> None:
-    for i, entry in enumerate(_entries(Path(path).expanduser())):
+    found = entries(Path(path).expanduser())
+    if not found:
+        raise HymbaError(f"{path} holds no compiled program (no {MANIFEST} in it or its folders)")
+    for i, entry in enumerate(found):
         print(("\n" if i else "") + describe(entry))

@@ -4,9 +4,9 @@ program, written atomically, verified before loading, rebuilt when corrupt or st
 Key = sha256 over: the program spec (config, weight dtype, decode batches), the schedule variant
 chosen per kernel family, the target, the versions of tvm, tvm-ffi, torch and this package, and
 the source text of everything that generates the IR, the schedules and the library (`ir/`,
-`schedules/`, `hymba_compile/program*.py`, the Relax pipeline, the nvcc call and the export). The sources stand in for the IR itself: printing the IR of the
-1.5B program to hash it would cost seconds on every warm load, and the IR is a pure function of
-those sources and the spec.
+`schedules/`, `hymba_compile/program*.py`, the Relax pipeline, the nvcc call and the export).
+The sources stand in for the IR itself: printing the IR of the 1.5B program to hash it would
+cost seconds on every warm load, and the IR is a pure function of those sources and the spec.
 
 Entry layout: <cache>/<key>/program.so and manifest.json (key, sha256 and size of the .so,
 what it was built from, compile seconds, per kernel its schedule variant and launches, on CUDA
@@ -152,13 +152,9 @@ def find_prebuilt(spec: ProgramSpec, target: str, cache_dir: str | os.PathLike |
     target named `target` ("cpu" matches any CPU build) from these sources and versions,
     without computing the key. HymbaError listing what is there when none matches."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    if (root / MANIFEST).is_file():  # an entry folder itself
-        entries = [root]
-    else:
-        entries = sorted(p for p in root.glob("*") if (p / MANIFEST).is_file())
     want = {"spec_digest": spec.digest(), "source_digest": source_digest(), **{
         k: v for k, v in versions().items() if k in ("tvm", "package")}}
-    for entry in entries:
+    for entry in entries(root):
         try:
             m = read_manifest(entry)
         except (OSError, ValueError):
@@ -175,11 +171,20 @@ def find_prebuilt(spec: ProgramSpec, target: str, cache_dir: str | os.PathLike |
                      "build one")
 
 
+def entries(root: Path) -> list[Path]:
+    """`root` itself when it is an entry folder, else the entry folders in it (those holding a
+    manifest)."""
+    root = Path(root)
+    if (root / MANIFEST).is_file():
+        return [root]
+    return sorted(p for p in root.glob("*") if (p / MANIFEST).is_file()) if root.is_dir() else []
+
+
 def available(root: Path) -> str:
     """What the entries under `root` were built for, e.g. "cuda:sm_80 (bfloat16, batches
     [1, 4]); cpu (float32, batches [1])", or "none"."""
     seen = []
-    for entry in sorted(Path(root).glob("*")) if Path(root).is_dir() else []:
+    for entry in entries(root):
         try:
             m = read_manifest(entry)
         except (OSError, ValueError):

@@ -4,6 +4,7 @@ spills per device kernel, from ptxas), and per function its kernel calls and GPU
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 
@@ -14,7 +15,7 @@ from ir.common import KERNEL_ATTR
 
 from .pipeline import compile_relax
 from .program import build_program
-from .program_report import device_kernels, kernel_calls, launches
+from .program_report import kernel_calls, launches
 from .program_spec import ProgramSpec
 
 
@@ -48,14 +49,14 @@ def build_and_export(spec: ProgramSpec, tgt: tvm.target.Target, target_name: str
         arch = str(tgt.attrs["arch"])
         stage(f"nvcc {arch}")
         report = export_cuda_library(executable, library, arch)
-        # TVM names device kernels after the symbol with non-word characters as "_"
+        # TVM names device kernels after the symbol with non-word characters as "_" (the
+        # symbol ptxas's report gives, `r.symbol`): back to the module's function names
         by_kernel_name = {re.sub(r"\W", "_", gv.name_hint): gv.name_hint
                           for gv in lowered.functions}
-        launched = device_kernels(r.kernel for r in report.resources)
-        per_call = {by_kernel_name.get(name, name): n for name, n in launched.items()}
+        owner = {r.kernel: by_kernel_name.get(r.symbol, r.symbol) for r in report.resources}
+        per_call = collections.Counter(owner.values())  # device kernels per PrimFunc call
         for r in report.resources:
-            symbol = by_kernel_name.get(device_kernels([r.kernel]).popitem()[0], r.kernel)
-            entry = kernels.setdefault(symbol, {"family": "glue", "variant": "dlight"})
+            entry = kernels.setdefault(owner[r.kernel], {"family": "glue", "variant": "dlight"})
             entry.setdefault("device_kernels", []).append({
                 "name": r.kernel, "registers": r.registers, "shared_bytes": r.shared_bytes,
                 "spill_store_bytes": r.spill_store_bytes, "spill_load_bytes": r.spill_load_bytes,

@@ -1,19 +1,18 @@
 """What a compiled program launches: per Relax function, the PrimFunc calls it makes (directly
 or inside the CUDA-graph capture functions that Relax's RewriteCUDAGraph lifted out of it), and
-with the device kernels each PrimFunc launches, the GPU launches of one call. Read from the
+with the device kernels each PrimFunc launches (ptxas names them, `cuda_compile`), the GPU
+launches of one call. Read from the
 module after the Relax pipeline, where the calls are final (our kernels, the fused glue)."""
 
 from __future__ import annotations
 
 import collections
-import re
 
 import tvm
 import tvm_ffi
 from tvm import relax, tirx
 
 CAPTURE_SUFFIX = "_cuda_graph_capture"
-_KERNEL = re.compile(r"^(?P<symbol>.+)_kernel(?:_\d+)?$")
 
 
 def _calls(func: relax.Function) -> collections.Counter:
@@ -50,16 +49,6 @@ def kernel_calls(lowered: tvm.ir.IRModule) -> dict[str, dict[str, dict[str, int]
                         graph[callee] += n
         report[name] = {"direct": dict(direct), "graph": dict(graph)}
     return report
-
-
-def device_kernels(kernel_names) -> dict[str, int]:
-    """{PrimFunc symbol: device kernels it launches per call} from TVM's kernel names
-    (`<symbol>_kernel`, `<symbol>_kernel_1`, ...)."""
-    counts = collections.Counter()
-    for name in kernel_names:
-        match = _KERNEL.match(name)
-        counts[match["symbol"] if match else name] += 1
-    return dict(counts)
 
 
 def launches(calls: dict[str, dict[str, int]], per_call: dict[str, int] | None) -> dict:
