@@ -2,7 +2,7 @@
 average of the attention and SSM branches' RMSNorms, y[b, j] = sum_k fused[b, k] * W[j, k] with
 fused[b, k] = (w1[k] attn[b, k] r1[b] + w2[k] ssm[b, k] r2[b]) / 2, in ONE kernel.
 
-The GEMV is `linear.gemv_warp_rows`'s (a warp per output row, lane-strided 16-byte weight
+The GEMV is `linear.warp_rows` (a warp per output row, lane-strided 16-byte weight
 chunks, partial sums in registers, a warp allreduce), with `fused` computed inline from attn and
 ssm as the weights stream by. The two sums of squares per batch row (r1, r2) are computed at the
 start of every thread block by all its threads (an allreduce over threadIdx.y x threadIdx.x)
@@ -17,7 +17,6 @@ from tvm import s_tir
 
 from ..registry import cuda_rule
 from .linear import LANES, warp_rows
-
 
 MAX_BATCH = 8
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 from tvm.s_tir import dlight
+from tvm.s_tir.dlight.analysis import get_root_block
 
 THREADS = 256
 
@@ -24,7 +25,10 @@ class SymbolicElementwise(dlight.ScheduleRule):
                 func.attrs.get("tirx.is_scheduled", False):
             return None
         sch = s_tir.Schedule(func)
-        blocks = sch.get_child_blocks(sch.get_sblock("root")) if _has_root(sch) else []
+        try:
+            blocks = sch.get_child_blocks(get_root_block(sch))
+        except ValueError:  # a body that is not one root block
+            return None
         if len(blocks) != 1:
             return None
         block = blocks[0]
@@ -47,10 +51,3 @@ class SymbolicElementwise(dlight.ScheduleRule):
         sch.bind(lane, "threadIdx.x")
         return sch
 
-
-def _has_root(sch: s_tir.Schedule) -> bool:
-    try:
-        sch.get_sblock("root")
-    except Exception:  # noqa: BLE001 - tvm raises its own error type for a missing block
-        return False
-    return True

@@ -1,13 +1,13 @@
 """CUDA rule for the decode GEMV (ir/linear.py `gemv`): y[b, j] = sum_k x[b, k] * w[j, k],
-batch 1..8, memory bound: every weight byte is read once per call, so the rule is about the
+batch 1..16, memory bound: every weight byte is read once per call, so the rule is about the
 weight stream.
 
 Each output row j is one warp (`rows` warps per thread block: `rows` divides n_out, so no row
 tail and no predicate on the final store). A lane reads `vec` consecutive weights at a time (16
 bytes: 4 fp32 or 8 bf16 as one vector load; fewer where k is not a multiple of that) at
-k = (step * 32 + lane) * vec, so a warp reads 512 contiguous bytes per step; it multiplies them with the B activation rows (read through
-L1, shared by the block's warps) into B fp32 partial sums in registers; the warp then adds its
-32 lanes' partial sums (an allreduce: shuffles). Blocks = n_out / rows: 8960 / 4 = 2240 for
+k = (step * 32 + lane) * vec, so a warp reads 512 contiguous bytes per step; it multiplies them
+with the B activation rows (read through L1, shared by the block's warps) into B fp32 partial
+sums in registers; the warp then adds its 32 lanes' partial sums (an allreduce: shuffles). Blocks = n_out / rows: 8960 / 4 = 2240 for
 in_proj, enough to fill any GPU at batch 1.
 
 dlight's GEMV rule, which this replaces, wrote past the end of y when n_out is smaller than its

@@ -82,6 +82,6 @@ def row_block(func, target):
         _, column = sch.get_loops(block)
         _, lane = sch.split(column, factors=[None, threads])
         sch.bind(lane, "threadIdx.x")
-        if sch.get(block).name_hint.endswith("_ss") or sch.get(block).name_hint.startswith("ss_"):
-            sch.set_scope(block, 0, "shared")
+        if any(v.iter_type == tirx.IterVar.CommReduce for v in sch.get(block).iter_vars):
+            sch.set_scope(block, 0, "shared")  # a sum of squares, read by every lane
     return sch
