@@ -301,8 +301,9 @@ def cmd_bench(args) -> int:
 
     if args.what == "kernels":
         from .errors import InputError
+        from .targets import is_cpu_target
 
-        cpu = args.target == "cpu" or args.target.startswith("cpu:")
+        cpu = is_cpu_target(args.target)
         if args.dry and cpu:
             raise InputError("--dry is for CUDA targets: --target cuda:sm_XX")
         if cpu and args.target != "cpu":

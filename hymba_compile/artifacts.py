@@ -38,6 +38,7 @@ import tvm
 
 from .errors import HymbaError
 from .program_spec import ProgramSpec
+from .targets import is_cpu_target
 
 CACHE_ENV = "HYMBA_COMPILE_CACHE"
 LIBRARY = "program.so"
@@ -94,7 +95,7 @@ def artifact_key(spec: ProgramSpec, target: str, variants: dict[str, str] | None
 
     parts = {"spec": spec.digest(), "variants": sorted((variants or {}).items()),
              "target": str(named_target(target)), "sources": source_digest(), **versions()}
-    if not target.startswith("cpu"):
+    if not is_cpu_target(target):
         parts["cuda_graph"] = bool(cuda_graph)
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
@@ -160,7 +161,7 @@ def find_prebuilt(spec: ProgramSpec, target: str, cache_dir: str | os.PathLike |
         except (OSError, ValueError):
             continue
         name = m.get("target_name", "?")
-        same_target = name == target or (target == "cpu" and name.startswith("cpu"))
+        same_target = name == target or (target == "cpu" and is_cpu_target(name))
         same_graph = m.get("kind") != "cuda" or m.get("cuda_graph") == bool(cuda_graph)
         if same_target and same_graph and all(m.get(k) == v for k, v in want.items()) \
                 and verify(entry, None) is None:

@@ -186,7 +186,7 @@ def _compiled_on_device(config, params, dtype, target, cache_dir, decode_batches
                         device):
     """compiled_backend on the requested device, or (device None) on CUDA when possible, else
     on the CPU, saying which on stderr."""
-    from .targets import resolve_device  # noqa: PLC0415
+    from .targets import is_cpu_target, resolve_device  # noqa: PLC0415
 
     dev = resolve_device(device)
     if dev is None and target is None and torch.cuda.is_available():
@@ -200,7 +200,7 @@ def _compiled_on_device(config, params, dtype, target, cache_dir, decode_batches
                   file=sys.stderr)
             return runner
     if dev is None:
-        dev = "cpu" if target is None or target.startswith("cpu") else "cuda"
+        dev = "cpu" if target is None or is_cpu_target(target) else "cuda"
     return compiled_backend(config, params, dtype, target, cache_dir, decode_batches, progress,
                             dev)
 
