@@ -1,4 +1,5 @@
-"""Command line: `python -m hymba_compile generate | compile | info | bench | train-demo`.
+"""Command line: `python -m hymba_compile generate | compile | info | bench | explore | tune |
+train-demo`.
 
 Bad input exits with status 2 and one line `error: ...` on stderr, never a traceback.
 """
@@ -142,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--artifact", default=None,
                       help="a compiled program folder (or a cache folder of them): print its "
                            "manifest as tables")
+    from .explore.cli import add_parser as add_explore_parser
+
+    add_explore_parser(sub)
     return parser
 
 
@@ -335,13 +339,19 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_explore(args) -> int:
+    from .explore.cli import run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .errors import HymbaError
 
     args = build_parser().parse_args(argv)
     try:
         commands = {"generate": cmd_generate, "compile": cmd_compile, "info": cmd_info,
-                    "train-demo": cmd_train_demo, "bench": cmd_bench}
+                    "train-demo": cmd_train_demo, "bench": cmd_bench, "explore": cmd_explore}
         return commands[args.command](args)
     except HymbaError as e:
         print(f"error: {e}", file=sys.stderr)

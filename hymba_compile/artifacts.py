@@ -24,6 +24,7 @@ compiler lazily, only to compile.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import tvm
 
+from .choices import choices_key, choices_path, read_choices
 from .errors import HymbaError
 from .program_spec import ProgramSpec
 from .targets import is_cpu_target
@@ -87,13 +89,13 @@ def source_digest() -> str:
     return h.hexdigest()
 
 
-def artifact_key(spec: ProgramSpec, target: str, variants: dict[str, str] | None = None,
+def artifact_key(spec: ProgramSpec, target: str, variants: dict | None = None,
                  cuda_graph: bool = True) -> str:
     """The cache key of the executable for `spec` on `target` (named target, e.g. "cpu",
     "cuda:sm_90"). Needs TVM's compiler (the target's full description, e.g. the host CPU)."""
     from schedules import named_target  # noqa: PLC0415
 
-    parts = {"spec": spec.digest(), "variants": sorted((variants or {}).items()),
+    parts = {"spec": spec.digest(), "variants": choices_key(variants),
              "target": str(named_target(target)), "sources": source_digest(), **versions()}
     if not is_cpu_target(target):
         parts["cuda_graph"] = bool(cuda_graph)
@@ -195,17 +197,31 @@ def available(root: Path) -> str:
     return "; ".join(seen) or "none"
 
 
+def target_choices(root: Path, target: str) -> tuple[dict, Path]:
+    """The choices `explore` recorded for `target` on this machine under the cache `root`
+    ({} when none) and the file they come from."""
+    from schedules.target import host_mcpu  # noqa: PLC0415
+
+    path = choices_path(root, target, host_mcpu() if is_cpu_target(target) else None)
+    return read_choices(path), path
+
+
 def ensure_compiled(spec: ProgramSpec, target: str = "cpu", cache_dir: str | os.PathLike | None = None,
-                    variants: dict[str, str] | None = None, progress: bool = True,
+                    variants: dict | None = None, progress: bool = True,
                     force: bool = False, cuda_graph: bool = True) -> Artifact:
     """The cached executable for (spec, target), compiling it first if it is missing, corrupt or
     `force`d. Prints why an entry is rebuilt; shows a progress bar while compiling. Under a
-    runtime-only TVM, a matching prebuilt entry (`find_prebuilt`)."""
+    runtime-only TVM, a matching prebuilt entry (`find_prebuilt`).
+
+    variants None: the choices `explore` recorded for the target in the cache (`choices/`),
+    else the defaults; {} forces the hand-written defaults."""
     if not compiler_available():
         if force:
             raise HymbaError("cannot rebuild (force): this TVM is runtime-only, without a compiler")
         return find_prebuilt(spec, target, cache_dir, cuda_graph)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if variants is None:
+        variants, _ = target_choices(root, target)
     key = artifact_key(spec, target, variants, cuda_graph)
     entry = root / key
     if entry.exists() and not force:
@@ -224,7 +240,7 @@ def ensure_compiled(spec: ProgramSpec, target: str = "cpu", cache_dir: str | os.
 
 
 def _compile_into(entry: Path, key: str, spec: ProgramSpec, target: str,
-                  variants: dict[str, str] | None, progress: bool, cuda_graph: bool) -> Artifact:
+                  variants: dict | None, progress: bool, cuda_graph: bool) -> Artifact:
     from tqdm import tqdm  # noqa: PLC0415
 
     from schedules import named_target  # noqa: PLC0415
@@ -252,6 +268,7 @@ def _compile_into(entry: Path, key: str, spec: ProgramSpec, target: str,
                     "target": str(tgt), "target_name": target, "weight_dtype": spec.weight_dtype,
                     "decode_batches": list(spec.decode_batches),
                     "spec_digest": spec.digest(), "source_digest": source_digest(),
+                    "choices": choices_key(variants),
                     **versions(), **details,
                     "config": spec.config.to_dict(), "compile_s": compile_s,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -274,10 +291,14 @@ def _compile_into(entry: Path, key: str, spec: ProgramSpec, target: str,
 
 
 def load_executable(artifact: Artifact) -> tvm.runtime.Module:
-    """The entry's library, loaded (for a CUDA program, TVM's CUDA runtime first)."""
-    if read_manifest(artifact.path).get("kind") == "cuda":
+    """The entry's library, loaded (for a CUDA program, TVM's CUDA runtime first; for one that
+    calls a vendor library, its packed functions registered first)."""
+    manifest = read_manifest(artifact.path)
+    if manifest.get("kind") == "cuda":
         from .runtime import load_cuda_runtime  # noqa: PLC0415
 
         load_cuda_runtime()
+    if any(k.get("variant") == "library" for k in manifest.get("kernels", {}).values()):
+        importlib.import_module(f"{__package__}.library")  # registers its packed functions
     return tvm.runtime.load_module(str(artifact.library))
 

@@ -1,13 +1,50 @@
-"""Compile ir/ kernels for a target with a schedule from schedules/."""
+"""Compile ir/ kernels for a target with a schedule from schedules/.
+
+`choosing({family: Choice})` makes every kernel built inside it (by `knobbed` and
+`build_kernel`, as the kernel benches build theirs) use that schedule variant, rule knobs and
+builder knobs for the family: how `explore` times a variant in the benches' own cases."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import time
 from dataclasses import dataclass, field
 
 import tvm
 
 from schedules import apply_schedule, named_target
+from schedules.options import BUILDER_FAMILY
 from schedules.registry import family_of
+
+from .choices import LIBRARY, Choice
+
+
+_CHOICES: contextvars.ContextVar[dict] = contextvars.ContextVar("kernel_choices", default={})
+_BUILD_SECONDS = [0.0]  # scheduling + tvm.compile time of every build_kernel call so far
+
+
+def build_seconds() -> float:
+    """Seconds spent in `build_kernel` (schedule and compile) by this process so far."""
+    return _BUILD_SECONDS[0]
+
+
+@contextlib.contextmanager
+def choosing(choices: dict[str, Choice]):
+    """Within the block, kernels of the named families are built with these choices."""
+    token = _CHOICES.set({**_CHOICES.get(), **choices})
+    try:
+        yield
+    finally:
+        _CHOICES.reset(token)
+
+
+def knobbed(builder, *args, **kwargs) -> tvm.tirx.PrimFunc:
+    """builder(*args, **kwargs) plus the builder knobs chosen for its family (explicit
+    keyword arguments win)."""
+    choice = _CHOICES.get().get(BUILDER_FAMILY.get(builder.__name__, ""))
+    knobs = dict(choice.builder_knobs) if choice is not None else {}
+    return builder(*args, **{**knobs, **kwargs})
 
 
 @dataclass
@@ -28,10 +65,22 @@ class Kernel:
 
 
 def build_kernel(func: tvm.tirx.PrimFunc, target: str = "cpu", variant: str | None = None) -> Kernel:
-    """Schedule `func` for the named target (default variant unless one is named) and compile."""
+    """Schedule `func` for the named target (the variant named, else the one chosen for its
+    family by `choosing`, else the default) and compile."""
     tgt = named_target(target)
-    mod = apply_schedule(func, tgt, variant)
+    knobs = None
+    if variant is None:
+        choice = _CHOICES.get().get(family_of(func))
+        if choice is not None:
+            variant, knobs = choice.variant, dict(choice.rule_knobs)
+    if variant == LIBRARY:
+        from .library import library_kernel
+
+        return library_kernel(func, target)
+    t0 = time.perf_counter()
+    mod = apply_schedule(func, tgt, variant, knobs)
     exe = tvm.compile(mod, target=tgt)
+    _BUILD_SECONDS[0] += time.perf_counter() - t0
     return Kernel(str(func.attrs["global_symbol"]), variant or "default", target, exe.mod)
 
 

@@ -136,7 +136,8 @@ def load(path_or_preset: str | os.PathLike, backend: str = "tvm",
          tokenizer: str | os.PathLike | None = None, target: str | None = None,
          cache_dir: str | os.PathLike | None = None,
          decode_batches: tuple[int, ...] | None = None, progress: bool = True,
-         device: str | torch.device | None = None) -> HymbaModel:
+         device: str | torch.device | None = None, variants: dict | None = None,
+         fusions: dict[str, str] | None = None) -> HymbaModel:
     """Load a checkpoint folder (official HF format) or build a preset with seeded random weights.
 
     backend: "tvm" (compiled for `target`, the executable cached under `cache_dir`, see
@@ -149,7 +150,10 @@ def load(path_or_preset: str | os.PathLike, backend: str = "tvm",
     torch sees a GPU and a program for it is cached or can be built, else the CPU, saying which
     on stderr. target: the program's target, default the device's ("cpu", or "cuda:sm_XY" from
     the GPU's compute capability). With a runtime-only TVM, a prebuilt program is loaded from
-    `cache_dir` (`compile -o DIR`); nothing is compiled.
+    `cache_dir` (`compile -o DIR`); nothing is compiled. variants (tvm backend): {kernel family:
+    schedule variant name or `choices.Choice`}; default: what `explore` recorded for the target
+    on this machine, else the hand-written defaults ({} forces those). fusions: whole-program
+    fusion variants ({name: value}, `program_spec.FUSIONS`; default: each one's default).
     """
     if backend not in BACKENDS:
         raise HymbaError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
@@ -178,12 +182,12 @@ def load(path_or_preset: str | os.PathLike, backend: str = "tvm",
         runner = HymbaReference(config, params)
     else:
         runner = _compiled_on_device(config, params, torch_dtype, target, cache_dir,
-                                     decode_batches, progress, device)
+                                     decode_batches, progress, device, variants, fusions)
     return HymbaModel(config, runner, tok, source, torch_dtype)
 
 
 def _compiled_on_device(config, params, dtype, target, cache_dir, decode_batches, progress,
-                        device):
+                        device, variants=None, fusions=None):
     """compiled_backend on the requested device, or (device None) on CUDA when possible, else
     on the CPU, saying which on stderr."""
     from .targets import is_cpu_target, resolve_device  # noqa: PLC0415
@@ -192,7 +196,7 @@ def _compiled_on_device(config, params, dtype, target, cache_dir, decode_batches
     if dev is None and target is None and torch.cuda.is_available():
         try:
             runner = compiled_backend(config, params, dtype, None, cache_dir, decode_batches,
-                                      progress, "cuda")
+                                      progress, "cuda", variants, fusions)
         except (HymbaError, RuntimeError, ValueError) as e:  # TVM or CUDA errors included
             print(f"hymba_compile: running on the CPU: no CUDA program ({e})", file=sys.stderr)
         else:
@@ -202,12 +206,13 @@ def _compiled_on_device(config, params, dtype, target, cache_dir, decode_batches
     if dev is None:
         dev = "cpu" if target is None or is_cpu_target(target) else "cuda"
     return compiled_backend(config, params, dtype, target, cache_dir, decode_batches, progress,
-                            dev)
+                            dev, variants, fusions)
 
 
 def compiled_backend(config: HymbaConfig, params: dict[str, torch.Tensor], dtype: torch.dtype,
                      target: str | None = None, cache_dir=None, decode_batches=None,
-                     progress: bool = True, device: str | torch.device = "cpu"):
+                     progress: bool = True, device: str | torch.device = "cpu",
+                     variants: dict | None = None, fusions: dict[str, str] | None = None):
     """The `tvm` backend: the cached (or freshly compiled) program for `target` (default: the
     device's) with these weights bound on `device`."""
     from .artifacts import ensure_compiled, load_executable  # noqa: PLC0415 - tvm is heavy
@@ -225,10 +230,10 @@ def compiled_backend(config: HymbaConfig, params: dict[str, torch.Tensor], dtype
     name = "bfloat16" if dtype == torch.bfloat16 else "float32"
     batches = decode_batches or (CPU_DECODE_BATCHES if dev.type == "cpu" else CUDA_DECODE_BATCHES)
     try:
-        spec = ProgramSpec(config, name, tuple(batches))
+        spec = ProgramSpec(config, name, tuple(batches), tuple(sorted((fusions or {}).items())))
     except ValueError as e:
         raise HymbaError(str(e)) from None
-    artifact = ensure_compiled(spec, target, cache_dir, progress=progress)
+    artifact = ensure_compiled(spec, target, cache_dir, variants, progress=progress)
     runtime = CompiledRuntime(load_executable(artifact), spec, params, dev)
     runtime.artifact, runtime.artifact_target = artifact, target
     return runtime

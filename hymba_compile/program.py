@@ -30,8 +30,9 @@ from tvm import relax, tirx
 from ir import embed, linear, norm
 from ir.common import KERNEL_ATTR
 from schedules.registry import schedule
-from schedules.options import build_for
+from schedules.options import BUILDER_FAMILY, build_for
 
+from .choices import LIBRARY, Choice
 from .config import HymbaConfig
 from .program_layer import DecodeSteps, SequenceSteps, layer
 from .program_spec import ProgramSpec, cache_shapes, owner_layers  # noqa: F401 - re-exported
@@ -48,9 +49,10 @@ def _tensor(shape, dtype=F32) -> relax.TensorType:
 class _Kernels:
     """Scheduled PrimFuncs added to the module once each, by global symbol."""
 
-    def __init__(self, bb: relax.BlockBuilder, target: tvm.target.Target, variants: dict[str, str],
-                 on_kernel=None):
-        self.bb, self.target, self.variants = bb, target, variants
+    def __init__(self, bb: relax.BlockBuilder, target: tvm.target.Target,
+                 variants: dict[str, "Choice | str"], on_kernel=None):
+        self.bb, self.target = bb, target
+        self.choices = {family: Choice.coerce(c) for family, c in variants.items()}
         self.gvars: dict[str, relax.GlobalVar] = {}
         self.chosen: dict[str, str] = {}
         self.on_kernel = on_kernel
@@ -60,8 +62,10 @@ class _Kernels:
         symbol = str(func.attrs["global_symbol"])
         if symbol not in self.gvars:
             family = str(func.attrs[KERNEL_ATTR])
-            variant = self.variants.get(family)
-            mod, used = schedule(func, self.target, variant)
+            choice = self.choices.get(family, Choice())
+            mod, used = schedule(func, self.target, choice.variant,
+                                 dict(choice.rule_knobs) or None)
+            used = choice.label() if choice != Choice() else used
             scheduled = mod["main"]
             # opaque: Relax's FuseOps must leave our scheduled kernels whole (fusing an in-place
             # two-output cache write into a one-op group breaks FuseTIR on CUDA)
@@ -72,6 +76,25 @@ class _Kernels:
             if self.on_kernel is not None:
                 self.on_kernel(symbol)
         return self.gvars[symbol]
+
+    def library_function(self, func: tirx.PrimFunc) -> str | None:
+        """The packed function standing in for `func` when its family's choice is the library
+        variant (hymba_compile/library.py), else None."""
+        family = str(func.attrs[KERNEL_ATTR])
+        if self.choices.get(family, Choice()).variant != LIBRARY:
+            return None
+        from .library import FUNCS, supports
+
+        if not supports(family, self.target.kind.name.replace("llvm", "cpu")):
+            raise ValueError(f"no library variant for {family} on {self.target.kind.name}")
+        symbol = str(func.attrs["global_symbol"])
+        self.chosen.setdefault(symbol, LIBRARY)
+        return FUNCS[family]
+
+    def builder_knobs(self, builder) -> dict:
+        """The builder knobs chosen for the family `builder` makes."""
+        choice = self.choices.get(BUILDER_FAMILY.get(builder.__name__, ""), Choice())
+        return dict(choice.builder_knobs)
 
 
 class _Builder:
@@ -90,7 +113,8 @@ class _Builder:
         (TVMScript parsing is most of the time of `build_program`)."""
         key = (builder, args, tuple(sorted(kwargs.items())))
         if key not in self.k.built:
-            self.k.built[key] = build_for(builder, args, self.k.target, **kwargs)
+            knobs = {**self.k.builder_knobs(builder), **kwargs}
+            self.k.built[key] = build_for(builder, args, self.k.target, **knobs)
         return self.k.built[key]
 
     def w(self, name: str) -> relax.Expr:
@@ -101,8 +125,13 @@ class _Builder:
     def call(self, func, args, *outs):
         """call_tir of a kernel with fresh outputs given as (shape, dtype) pairs."""
         types = [_tensor(s, d) for s, d in outs]
-        result = self.bb.emit(relax.call_tir(self.k(func), list(args),
-                                             types[0] if len(types) == 1 else types))
+        packed = self.k.library_function(func)
+        if packed is not None:  # a vendor-library call (torch's BLAS) instead of our kernel
+            result = self.bb.emit(relax.call_dps_packed(packed, list(args),
+                                                        types[0] if len(types) == 1 else types))
+        else:
+            result = self.bb.emit(relax.call_tir(self.k(func), list(args),
+                                                 types[0] if len(types) == 1 else types))
         if len(types) == 1:
             return result
         return [self.bb.emit(relax.TupleGetItem(result, i)) for i in range(len(types))]
@@ -272,8 +301,9 @@ def _add_decode(kernels: _Kernels, spec: ProgramSpec, B: int) -> None:
 def build_program(spec: ProgramSpec, target: tvm.target.Target,
                   variants: dict[str, str] | None = None, on_kernel=None):
     """The Relax IRModule of `spec` for `target` and the schedule variant chosen per kernel
-    symbol. `variants` maps a kernel family to a named schedule variant (default: each
-    family's default); `on_kernel(symbol)` is called as each kernel is scheduled."""
+    symbol. `variants` maps a kernel family to a named schedule variant or a `Choice` (variant,
+    rule knobs, builder knobs; "library": a vendor-BLAS call) (default: each family's
+    default); `on_kernel(symbol)` is called as each kernel is scheduled."""
     bb = relax.BlockBuilder()
     kernels = _Kernels(bb, target, variants or {}, on_kernel)
     _add_prefix(kernels, spec)

@@ -13,6 +13,7 @@ from tvm import tirx
 
 from ir.common import KERNEL_ATTR
 
+from .choices import LIBRARY
 from .pipeline import compile_relax
 from .program import build_program
 from .program_report import kernel_calls, launches
@@ -28,6 +29,9 @@ def _kernel_table(mod: tvm.ir.IRModule, chosen: dict[str, str]) -> dict[str, dic
         if symbol in chosen:
             table[gv.name_hint] = {"family": str(func.attrs[KERNEL_ATTR]),
                                    "variant": chosen[symbol]}
+    for symbol, variant in chosen.items():  # vendor-library calls: no PrimFunc in the module
+        if variant == LIBRARY:
+            table[symbol] = {"family": "library", "variant": LIBRARY}
     return table
 
 

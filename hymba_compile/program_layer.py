@@ -60,6 +60,15 @@ def ssm_split(g, i: int, xp, rows):
     return g.call(g.kernel(scan.ssm_input_split, r, N, F32, c.rms_norm_eps, False), [xp], *outs)
 
 
+def unfused_gate_up(g, steps, rows, x, gate_w, up_w):
+    """silu(x @ gate^T) * (x @ up^T) as two linears and an elementwise kernel (the fusion
+    variant `gate_up=unfused`; the default is one fused kernel)."""
+    H, FF = g.c.hidden_size, g.c.intermediate_size
+    gate = steps.linear(FF, H, x, gate_w)
+    up = steps.linear(FF, H, x, up_w)
+    return g.call(g.kernel(combine.silu_mul, FF), [gate, up], ((rows, FF), F32))
+
+
 class SequenceSteps:
     """The kernels of a layer over n tokens of one row (prefix and prefill): GEMMs, flash
     attention over [meta; prompt] keys, the conv and scan over the sequence.
@@ -144,8 +153,10 @@ class SequenceSteps:
         L = lambda name: g.w(f"l{plan.index}.{name}")  # noqa: E731
         h0 = (g.bb.emit(relax.op.zeros(relax.ShapeExpr([1, N, C]), F32)) if self.prefix is None
               else self.prefix[3][plan.index])
-        builder = (scan.selective_scan_chunked if scan_algorithm(g.k.target) == "chunked"
-                   else scan.selective_scan)
+        algorithm = g.spec.fusion("scan")
+        if algorithm == "target":
+            algorithm = scan_algorithm(g.k.target)
+        builder = scan.selective_scan_chunked if algorithm == "chunked" else scan.selective_scan
         y, state = g.call(g.kernel(builder, C, N, F32), [
             g.reshape(xc, (1, n, C)), g.reshape(dt, (1, n, C)), L("A"), g.reshape(Bm, (1, n, N)),
             g.reshape(Cm, (1, n, N)), L("D"), g.reshape(z, (1, n, C)), L("dt_bias"), h0],
@@ -166,8 +177,11 @@ class SequenceSteps:
         g, n = self.g, self.rows
         H, FF, wd = g.c.hidden_size, g.c.intermediate_size, g.spec.weight_dtype
         L = lambda name: g.w(f"l{plan.index}.{name}")  # noqa: E731
-        act = g.call(g.kernel(combine.gate_up_prefill, H, FF, wd), [v_in, L("gate"), L("up")],
-                     ((n, FF), F32))
+        if g.spec.fusion("gate_up") == "unfused":
+            act = unfused_gate_up(g, self, n, v_in, L("gate"), L("up"))
+        else:
+            act = g.call(g.kernel(combine.gate_up_prefill, H, FF, wd), [v_in, L("gate"), L("up")],
+                         ((n, FF), F32))
         return self.linear(H, FF, act, L("down"))
 
 
@@ -249,10 +263,15 @@ class DecodeSteps:
         return y
 
     def combine(self, plan, attn, y):
-        """Norm-average + out_proj in one kernel."""
+        """Norm-average + out_proj in one kernel (fusion `combine=unfused`: two kernels, as at
+        prefill)."""
         g, B = self.g, self.rows
         H, C, wd, eps = g.c.hidden_size, g.c.d_inner, g.spec.weight_dtype, g.c.rms_norm_eps
         L = lambda name: g.w(f"l{plan.index}.{name}")  # noqa: E731
+        if g.spec.fusion("combine") == "unfused":
+            fused = g.call(g.kernel(combine.norm_average, C, wd, eps),
+                           [attn, y, L("avg_norm1"), L("avg_norm2")], ((B, C), F32))
+            return self.linear(H, C, fused, L("out_proj"))
         return g.call(g.kernel(combine.hybrid_combine_decode, B, C, H, wd, eps),
                       [attn, y, L("avg_norm1"), L("avg_norm2"), L("out_proj")], ((B, H), F32))
 
@@ -260,6 +279,9 @@ class DecodeSteps:
         g, B = self.g, self.rows
         H, FF, wd = g.c.hidden_size, g.c.intermediate_size, g.spec.weight_dtype
         L = lambda name: g.w(f"l{plan.index}.{name}")  # noqa: E731
-        act = g.call(g.kernel(combine.gate_up_decode, B, H, FF, wd), [v_in, L("gate"), L("up")],
-                     ((B, FF), F32))
+        if g.spec.fusion("gate_up") == "unfused":
+            act = unfused_gate_up(g, self, B, v_in, L("gate"), L("up"))
+        else:
+            act = g.call(g.kernel(combine.gate_up_decode, B, H, FF, wd),
+                         [v_in, L("gate"), L("up")], ((B, FF), F32))
         return self.linear(H, FF, act, L("down"))

@@ -11,6 +11,14 @@ from .config import GLOBAL, HymbaConfig
 
 MAX_DECODE_BATCH = 16  # ir/linear.py's limit too (ir/ imports nothing from here)
 
+# Whole-program fusion variants: name -> (default, the other values). `explore --scope model`
+# builds each; the runtime is the same for all (same functions and arguments).
+FUSIONS = {
+    "combine": ("fused", ("unfused",)),  # decode: norm-average + out_proj in one kernel, or two
+    "gate_up": ("fused", ("unfused",)),  # gate and up GEMV/GEMM + SiLU*mul in one kernel, or three
+    "scan": ("target", ("sequential", "chunked")),  # prefill scan: the target's, or forced
+}
+
 
 @dataclass(frozen=True)
 class ProgramSpec:
@@ -19,8 +27,15 @@ class ProgramSpec:
     config: HymbaConfig
     weight_dtype: str  # "float32" | "bfloat16"
     decode_batches: tuple[int, ...] = (1, 2, 4, 8)
+    fusions: tuple = ()  # ((name, value), ...) of FUSIONS that differ from the default
 
     def __post_init__(self) -> None:
+        for name, value in self.fusions:
+            if name not in FUSIONS or value not in (FUSIONS[name][0], *FUSIONS[name][1]):
+                raise ValueError(f"unknown fusion variant {name}={value}; known: " + ", ".join(
+                    f"{n}={'|'.join((d, *o))}" for n, (d, o) in FUSIONS.items()))
+        object.__setattr__(self, "fusions", tuple(sorted(
+            (n, v) for n, v in self.fusions if v != FUSIONS[n][0])))
         c = self.config
         if c.num_memory_tokens < 1:
             raise ValueError("the compiled backend needs at least one meta token "
@@ -38,10 +53,16 @@ class ProgramSpec:
     def cache_dtype(self) -> str:
         return self.weight_dtype
 
+    def fusion(self, name: str) -> str:
+        """The value of fusion variant `name` in this program."""
+        return dict(self.fusions).get(name, FUSIONS[name][0])
+
     def digest(self) -> str:
         """sha256 of what the program is specialised to (config, weight dtype, decode batches)."""
         parts = {"config": self.config.to_dict(), "weight_dtype": self.weight_dtype,
                  "decode_batches": list(self.decode_batches)}
+        if self.fusions:  # (absent for the default program: its digest is unchanged)
+            parts["fusions"] = [list(f) for f in self.fusions]
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -123,8 +123,20 @@ def gate_up_prefill(d_model: int = D_MODEL, d_ff: int = D_FF,
                   f"gate_up_{d_ff}x{d_model}_{weight_dtype}")
 
 
+def silu_mul(d_ff: int = D_FF) -> tirx.PrimFunc:
+    """(gate [m, d_ff] f32, up [m, d_ff] f32) -> h = silu(gate) * up [m, d_ff] f32, m symbolic:
+    the epilogue of the *unfused* FFN (gate and up as two linears; the fusion variant
+    `gate_up=unfused`), the same silu as `gate_up_*`."""
+    m, f = seq_var("m"), i64(d_ff)
+    gate = te.placeholder((m, f), "float32", name="gate")
+    up = te.placeholder((m, f), "float32", name="up")
+    h = te.compute((m, f), lambda i, j: silu_f32(gate[i, j]) * up[i, j], name="h")
+    return finish(te.create_prim_func([gate, up, h]), "silu_mul", f"silu_mul_{d_ff}")
+
+
 EXAMPLES = [
     (norm_average, (D_INNER, "bfloat16")),
+    (silu_mul, (D_FF,)),
     (hybrid_combine_decode, (1, D_INNER, D_MODEL, "bfloat16")),
     (hybrid_combine_decode, (8, D_INNER, D_MODEL, "float32")),
     (gate_up_decode, (1, D_MODEL, D_FF, "bfloat16")),

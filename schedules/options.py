@@ -45,6 +45,31 @@ _CUDA = {
 }
 
 
+# The builders' knobs worth exploring per target kind (family -> knob -> values; the kind's
+# default is among them). `python -m hymba_compile explore` walks these with the rules' grids.
+_GRID = {
+    "cpu": {
+        "attention_prefill": {"block_q": (32, 64, 128), "block_k": (32, 64, 128)},
+        "attention_decode": {"splits": (2, 4, 8), "block_k": (32, 64)},
+        "selective_scan": {"max_tile": (32, 64, 128)},
+        "selective_scan_chunked": {"chunk": (32, 64, 128)},
+        "selective_state_update": {"max_tile": (32, 64, 128)},
+    },
+    "cuda": {
+        "attention_prefill": {"block_q": (16, 32), "block_k": (16, 32)},
+        "attention_decode": {"splits": (8, 16, 32), "block_k": (32, 64)},
+        "selective_scan": {"max_tile": (32, 64)},
+        "selective_scan_chunked": {"chunk": (32, 64, 128)},
+        "selective_state_update": {"max_tile": (32, 64)},
+    },
+}
+
+
+def builder_grid(family: str, target: tvm.target.Target) -> dict[str, tuple]:
+    """The builder knobs of `family` worth exploring on `target` (knob -> values)."""
+    return dict(_GRID[target_kind(target)].get(family, {}))
+
+
 def kernel_options(family: str, target: tvm.target.Target) -> dict:
     """Keyword arguments for the builders of `family` on `target` ({} = builder defaults)."""
     if target_kind(target) == "cuda":

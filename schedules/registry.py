@@ -2,8 +2,9 @@
 
 Rules live in `schedules/<kind>/<family>.py` (kinds: "cpu" for LLVM, "cuda") and register here with
 `@rule(family, variant, kind, archs=...)` (or the shorthands `cpu_rule` / `cuda_rule`). A rule is
-`apply(func, target) -> s_tir.Schedule | None`; None means "does not apply to this function" and
-the next registered variant is tried. The first registered variant of a family on a kind is its
+`apply(func, target, **knobs) -> s_tir.Schedule | None`; None means "does not apply to this
+function" and the next registered variant is tried. A rule may declare a knob grid (`grid`:
+keyword -> the values worth trying, its own default among them), which `explore` walks. The first registered variant of a family on a kind is its
 default. On CUDA, a family whose rules all decline falls through to TVM's dlight GPU rules
 (variant "dlight"). Every family also has the variant "unscheduled" (the IR as written, for
 checking rules against).
@@ -37,6 +38,7 @@ class RuleEntry:
     fn: Rule
     min_arch: int | None = None  # e.g. 80 for sm_80 and newer
     max_arch: int | None = None
+    grid: tuple = ()  # ((knob, (values...)), ...): the rule's keyword knobs worth exploring
 
     def serves(self, target: tvm.target.Target) -> bool:
         arch = arch_number(target)
@@ -51,25 +53,27 @@ _loaded: set[str] = set()
 
 
 def rule(family: str, variant: str, kind: str, min_arch: int | None = None,
-         max_arch: int | None = None):
-    """Decorator registering `apply(func, target) -> Schedule | None` for family/variant on a
-    target kind, optionally only for architectures [min_arch, max_arch] (sm numbers)."""
+         max_arch: int | None = None, grid: dict | None = None):
+    """Decorator registering `apply(func, target, **knobs) -> Schedule | None` for
+    family/variant on a target kind, optionally only for architectures [min_arch, max_arch]
+    (sm numbers), with the knob grid `grid` (keyword -> values) that exploration walks."""
     if kind not in KINDS:
         raise ValueError(f"unknown target kind {kind!r}; expected one of {KINDS}")
+    frozen = tuple((k, tuple(v)) for k, v in (grid or {}).items())
 
     def register(fn: Rule) -> Rule:
-        _RULES[kind].setdefault(family, {})[variant] = RuleEntry(fn, min_arch, max_arch)
+        _RULES[kind].setdefault(family, {})[variant] = RuleEntry(fn, min_arch, max_arch, frozen)
         return fn
     return register
 
 
-def cpu_rule(family: str, variant: str):
-    return rule(family, variant, "cpu")
+def cpu_rule(family: str, variant: str, grid: dict | None = None):
+    return rule(family, variant, "cpu", grid=grid)
 
 
 def cuda_rule(family: str, variant: str, min_arch: int | None = None,
-              max_arch: int | None = None):
-    return rule(family, variant, "cuda", min_arch, max_arch)
+              max_arch: int | None = None, grid: dict | None = None):
+    return rule(family, variant, "cuda", min_arch, max_arch, grid)
 
 
 def _load_rules(kind: str) -> None:
@@ -107,6 +111,13 @@ def variants(func_or_family, target: tvm.target.Target) -> list[str]:
     return [*names, UNSCHEDULED]
 
 
+def knob_grid(family: str, variant: str, target: tvm.target.Target) -> dict[str, tuple]:
+    """The knob grid a family's variant declares on `target` ({} for dlight, unscheduled and
+    rules without knobs)."""
+    entry = registered(family, target).get(variant)
+    return dict(entry.grid) if entry is not None else {}
+
+
 def _dlight(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
     with target:
         return dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.LowBatchGEMV(),
@@ -115,16 +126,23 @@ def _dlight(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
 
 
 def schedule(func: tvm.tirx.PrimFunc, target: tvm.target.Target,
-             variant: str | None = None) -> tuple[tvm.IRModule, str]:
+             variant: str | None = None, knobs: dict | None = None) -> tuple[tvm.IRModule, str]:
     """(scheduled IRModule {"main": func}, the variant that produced it) for `target`.
 
-    Named variant: that rule, or an error naming the family if it does not apply. Default: the
-    first registered rule that applies; on CUDA dlight's rules if none does; on the CPU an error."""
+    Named variant: that rule (with `knobs`, keywords of its grid), or an error naming the family
+    if it does not apply. Default: the first registered rule that applies; on CUDA dlight's
+    rules if none does; on the CPU an error."""
     family = family_of(func)
     names = variants(family, target)
     if variant is not None and variant not in names:
         raise ValueError(f"no schedule variant {variant!r} for {family} on "
                          f"{target_kind(target)}; available: {names}")
+    if knobs:
+        grid = knob_grid(family, variant, target) if variant is not None else {}
+        unknown = sorted(set(knobs) - set(grid))
+        if variant is None or unknown:
+            raise ValueError(f"schedule {family}/{variant} has no knobs {unknown or sorted(knobs)}"
+                             f"; its grid: {sorted(grid)}")
     mod = tvm.IRModule({"main": func})
     if variant == UNSCHEDULED:
         return mod, UNSCHEDULED
@@ -133,7 +151,7 @@ def schedule(func: tvm.tirx.PrimFunc, target: tvm.target.Target,
         return _dlight(mod, target), DLIGHT
     candidates = [variant] if variant is not None else list(rules)
     for name in candidates:
-        sch = rules[name].fn(func, target)
+        sch = rules[name].fn(func, target, **(knobs or {}))
         if sch is not None:
             return sch.mod, name
     if variant is not None:
@@ -146,6 +164,6 @@ def schedule(func: tvm.tirx.PrimFunc, target: tvm.target.Target,
 
 
 def apply_schedule(func: tvm.tirx.PrimFunc, target: tvm.target.Target,
-                   variant: str | None = None) -> tvm.IRModule:
+                   variant: str | None = None, knobs: dict | None = None) -> tvm.IRModule:
     """A scheduled IRModule {"main": func} for `target` with the named (or default) variant."""
-    return schedule(func, target, variant)[0]
+    return schedule(func, target, variant, knobs)[0]

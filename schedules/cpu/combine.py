@@ -73,6 +73,16 @@ def norm_average_rows(func, target):
     return sch
 
 
+@cpu_rule("silu_mul", "rows")
+def silu_mul_rows(func, target):
+    """Rows in parallel, each row's loop vectorised."""
+    sch = s_tir.Schedule(func)
+    h = sch.get_sblock("h")
+    sch.parallel(sch.get_loops(h)[0])
+    _vectorize_inner(sch, h)
+    return sch
+
+
 @cpu_rule("hybrid_combine_decode", "rows")
 def hybrid_combine_rows(func, target):
     """Ours: the norm statistics and fused vector first (serial, vectorised: a few thousand
@@ -114,15 +124,15 @@ def gate_up_rows(func, target):
     return sch
 
 
-@cpu_rule("gate_up_matmul", "tiles")
-def gate_up_tiles(func, target):
+@cpu_rule("gate_up_matmul", "tiles", grid={"mr": (4, 6), "nr": (2, 4)})
+def gate_up_tiles(func, target, mr: int = 6, nr: int = 4, nb: int = 64):
     """Ours: gate and up as two `linear.gemm_block` layouts (6x4x8 register tiles), their
     block / row-tile / column-tile loops merged, the epilogue on the finished 6x4 tile."""
     sch = s_tir.Schedule(func)
     gate, up, h = (sch.get_sblock(name) for name in ("gate", "up", "h"))
     _, n, k = (static_extent(sch, loop) for loop in sch.get_loops(gate))
-    tg, (gio, gjb) = gemm_block_loops(sch, gate, n, k, k_tail=False)
-    tu, (uio, ujb) = gemm_block_loops(sch, up, n, k, k_tail=False)
+    tg, (gio, gjb) = gemm_block_loops(sch, gate, n, k, mr=mr, nr=nr, nb=nb, k_tail=False)
+    tu, (uio, ujb) = gemm_block_loops(sch, up, n, k, mr=mr, nr=nr, nb=nb, k_tail=False)
     # the epilogue tiled like the reductions (read back from the rf layout's tile sizes)
     mr = static_extent(sch, tg.unroll[0])
     nr = static_extent(sch, tg.unroll[1])

@@ -117,8 +117,8 @@ def lm_head_gemv(func, target):
     return sch
 
 
-@cpu_rule("lm_head_prefill", "tiles")
-def lm_head_gemm_tiles(func, target):
+@cpu_rule("lm_head_prefill", "tiles", grid={"mr": (4, 6, 8), "lanes": (8, 16)})
+def lm_head_gemm_tiles(func, target, mr: int = 6, lanes: int = 8):
     """Ours: the norm over rows in parallel, then the head GEMM with the linear family's
     register-tiled schedule (`schedules.cpu.tiles.gemm_block`: 6 positions x 3 weight rows x
     8 lanes of accumulators, blocks of weight rows in parallel, the position tail peeled off);
@@ -129,7 +129,7 @@ def lm_head_gemm_tiles(func, target):
     if "head_f32" in b:
         sch.compute_inline(b["head_f32"])
     _, vocab, hidden = (sch.get(loop).extent for loop in sch.get_loops(b["logits"]))
-    gemm_block(sch, b["logits"], int(vocab), int(hidden))
+    gemm_block(sch, b["logits"], int(vocab), int(hidden), mr=mr, lanes=lanes)
     return sch
 
 

@@ -38,13 +38,14 @@ from tvm.s_tir import dlight as dl
 from ..registry import cpu_rule
 from .tiles import static_extent, gemm_block, gemv_block
 
-@cpu_rule("gemv", "rows")
-def gemv_rows(func, target, rows: int | None = None):
-    """Ours: output rows in parallel, batch rows and `lanes` of k in registers (`gemv_tile`)."""
+@cpu_rule("gemv", "rows", grid={"rows": (None, 1, 2, 4), "lanes": (None, 16, 32)})
+def gemv_rows(func, target, rows: int | None = None, lanes: int | None = None):
+    """Ours: output rows in parallel, batch rows and `lanes` of k in registers (None: the
+    measured `gemv_tile` choice by batch)."""
     sch = s_tir.Schedule(func)
     block = sch.get_sblock("y")
     b, j, k = (static_extent(sch, loop) for loop in sch.get_loops(block))
-    gemv_block(sch, block, b, k, j, rows=rows)
+    gemv_block(sch, block, b, k, j, lanes=lanes, rows=rows)
     return sch
 
 
@@ -61,7 +62,7 @@ def gemv_dlight(func, target):
     return dl.cpu.GEMV().apply(func, target, False)
 
 
-@cpu_rule("matmul", "tiles")
+@cpu_rule("matmul", "tiles", grid={"mr": (4, 6, 8), "nr": (2, 4), "lanes": (8, 16)})
 def matmul_tiles(func, target, mr: int = 6, nr: int = 4, lanes: int = 8, nb: int = 64):
     """Ours: 6x4 register tiles of 8-lane accumulators, 64-row weight blocks in parallel."""
     sch = s_tir.Schedule(func)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from ir.attention import (HYMBA_BASE, attention_decode_global, attention_decode_sliding,
                           attention_prefill, rope_qkv)
 
-from ...build import build_kernel
+from ...build import build_kernel, knobbed
 from ...reference import apply_rope, rope_cos_sin
 from ..kernels import DTYPES, KernelCall, KernelCase, Prepared, nbytes
 
@@ -43,7 +43,7 @@ def _prefill(name: str, length: int, window: int | None, target: dict):
         v = torch.randn(1, KV, length, DV, generator=g)
         pads = torch.zeros(1, dtype=torch.int32)
         out = torch.empty(1, length, H * DV)
-        kern = build_kernel(attention_prefill(1, H, KV, DQ, DV, window, META, "float32"))
+        kern = build_kernel(knobbed(attention_prefill, 1, H, KV, DQ, DV, window, META, "float32"))
         i = torch.arange(length)[:, None]
         j = torch.arange(length)[None]
         if window is None:
@@ -87,10 +87,10 @@ def _decode(name: str, window: int | None, length: int, dtype: str, capacity: in
         vc = torch.randn(1, KV, cap, DV, generator=g).to(t)
         out = torch.empty(1, 1, H * DV, dtype=t)
         if window is not None:
-            kern = build_kernel(attention_decode_sliding(1, H, KV, DQ, DV, window, META, dtype))
+            kern = build_kernel(knobbed(attention_decode_sliding, 1, H, KV, DQ, DV, window, META, dtype))
             count = torch.tensor([window], dtype=torch.int32)
         else:
-            kern = build_kernel(attention_decode_global(1, H, KV, DQ, DV, capacity, dtype))
+            kern = build_kernel(knobbed(attention_decode_global, 1, H, KV, DQ, DV, capacity, dtype))
             count = torch.tensor([length], dtype=torch.int32)
         k_live, v_live = kc[:, :, :n], vc[:, :, :n]  # every live slot is visible at decode
 
@@ -131,7 +131,7 @@ def _rope(length: int, dtype: str):
         q = torch.empty(1, H, length, DQ, dtype=t)
         k = torch.empty(1, KV, length, DQ, dtype=t)
         v = torch.empty(1, KV, length, DV, dtype=t)
-        kern = build_kernel(rope_qkv(1, H, KV, DQ, DV, rows, HYMBA_BASE, True, dtype))
+        kern = build_kernel(knobbed(rope_qkv, 1, H, KV, DQ, DV, rows, HYMBA_BASE, True, dtype))
 
         def baseline():  # the reference: cos/sin, heads split, rotate q and k (v stays a view)
             cos, sin = rope_cos_sin(pos.long(), DQ, HYMBA_BASE, t)

@@ -16,7 +16,7 @@ from ir.combine import D_FF, D_INNER, D_MODEL, EPS, gate_up_decode, gate_up_pref
     hybrid_combine_decode, norm_average
 from ir.linear import gemv, matmul
 
-from ...build import build_kernel
+from ...build import build_kernel, knobbed
 from ...reference import hybrid_combine, swiglu
 from ..kernels import DTYPES, KernelCall, KernelCase, Prepared, nbytes
 
@@ -34,11 +34,11 @@ def _swiglu(name: str, rows: int, dtype: str, decode: bool):
         dw = _weight(D_MODEL, D_FF, dtype)
         h, y = torch.empty(rows, D_FF), torch.empty(rows, D_MODEL)
         if decode:
-            k1 = build_kernel(gate_up_decode(rows, D_MODEL, D_FF, dtype))
-            k2 = build_kernel(gemv(rows, D_MODEL, D_FF, dtype))
+            k1 = build_kernel(knobbed(gate_up_decode, rows, D_MODEL, D_FF, dtype))
+            k2 = build_kernel(knobbed(gemv, rows, D_MODEL, D_FF, dtype))
         else:
-            k1 = build_kernel(gate_up_prefill(D_MODEL, D_FF, dtype))
-            k2 = build_kernel(matmul(D_MODEL, D_FF, dtype))
+            k1 = build_kernel(knobbed(gate_up_prefill, D_MODEL, D_FF, dtype))
+            k2 = build_kernel(knobbed(matmul, D_MODEL, D_FF, dtype))
 
         def ours():
             k1(x, gw, uw, h)
@@ -77,11 +77,11 @@ def _combine(name: str, rows: int, dtype: str, decode: bool):
         ow = _weight(D_MODEL, D_INNER, dtype)
         fused, y = torch.empty(rows, D_INNER), torch.empty(rows, D_MODEL)
         if decode:
-            k1 = build_kernel(hybrid_combine_decode(rows, D_INNER, D_MODEL, dtype, EPS))
+            k1 = build_kernel(knobbed(hybrid_combine_decode, rows, D_INNER, D_MODEL, dtype, EPS))
             ours = lambda: (k1(attn, ssm, w1, w2, ow, y), y)[1]  # noqa: E731
         else:
-            k1 = build_kernel(norm_average(D_INNER, dtype, EPS))
-            k2 = build_kernel(matmul(D_MODEL, D_INNER, dtype))
+            k1 = build_kernel(knobbed(norm_average, D_INNER, dtype, EPS))
+            k2 = build_kernel(knobbed(matmul, D_MODEL, D_INNER, dtype))
 
             def ours():
                 k1(attn, ssm, w1, w2, fused)

@@ -8,7 +8,7 @@ import torch
 
 from ir.conv import causal_conv1d, causal_conv1d_step
 
-from ...build import build_kernel
+from ...build import build_kernel, knobbed
 from ...reference import causal_conv1d as conv_ref
 from ...reference import causal_conv1d_step as step_ref
 from ..kernels import DTYPES, KernelCall, KernelCase, Prepared, nbytes
@@ -24,7 +24,7 @@ def _prefill(n: int, dtype: str):
         w, bias = torch.randn(CHANNELS, 1, WIDTH).to(t), torch.randn(CHANNELS).to(t)
         w_kc = w[:, 0, :].t().contiguous()  # ours: taps-major [K, C]
         y, state = torch.empty_like(x), torch.empty(1, WIDTH, CHANNELS, dtype=t)
-        k = build_kernel(causal_conv1d(CHANNELS, WIDTH, dtype))
+        k = build_kernel(knobbed(causal_conv1d, CHANNELS, WIDTH, dtype))
         return Prepared(ours=lambda: (k(x, w_kc, bias, y, state), y.transpose(1, 2))[1],
                         baseline=lambda: conv_ref(x_ref, w, bias))
 
@@ -49,7 +49,7 @@ def _decode(batch: int, dtype: str):
         w, bias = torch.randn(CHANNELS, 1, WIDTH).to(t), torch.randn(CHANNELS).to(t)
         w_kc = w[:, 0, :].t().contiguous()
         y = torch.empty_like(x)
-        k = build_kernel(causal_conv1d_step(CHANNELS, WIDTH, dtype))
+        k = build_kernel(knobbed(causal_conv1d_step, CHANNELS, WIDTH, dtype))
         # ours advances its own state copy in place at every call (the baseline returns a new
         # one); the first calls of both sides start from the same state
         return Prepared(ours=lambda: (k(state, x, w_kc, bias, y), y)[1],

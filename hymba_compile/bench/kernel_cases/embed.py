@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ir.embed import embedding, lm_head_decode, lm_head_prefill
 
-from ...build import build_kernel
+from ...build import build_kernel, knobbed
 from ...reference import final_logits
 from ..kernels import DTYPES, KernelCall, KernelCase, Prepared, nbytes
 
@@ -20,7 +20,7 @@ def _embedding(n: int, dtype: str, variant: str | None = None):
         table = torch.randn(VOCAB, HIDDEN).to(DTYPES[dtype])
         ids = torch.randint(0, VOCAB, (n,), dtype=torch.int32)
         out = torch.empty(n, HIDDEN, dtype=table.dtype)
-        k = build_kernel(embedding(VOCAB, HIDDEN, dtype, "int32"), variant=variant)
+        k = build_kernel(knobbed(embedding, VOCAB, HIDDEN, dtype, "int32"), variant=variant)
         return Prepared(ours=lambda: (k(ids, table, out), out)[1],
                         baseline=lambda: F.embedding(ids, table))
 
@@ -57,7 +57,7 @@ def _head_flops(rows: int) -> int:
 def _lm_head_decode(batch: int, dtype: str):
     def setup() -> Prepared:
         h, norm_w, head_w, logits = _head_inputs(batch, dtype)
-        k = build_kernel(lm_head_decode(batch, HIDDEN, VOCAB, dtype))
+        k = build_kernel(knobbed(lm_head_decode, batch, HIDDEN, VOCAB, dtype))
         return Prepared(ours=lambda: (k(h, norm_w, head_w, logits), logits)[1],
                         baseline=lambda: final_logits(h, norm_w, head_w, 1e-6))
     return KernelCase("lm_head_decode", f"b{batch} [{batch},{HIDDEN}] x [{VOCAB},{HIDDEN}] {dtype}",
@@ -72,7 +72,7 @@ def _lm_head_decode(batch: int, dtype: str):
 def _lm_head_prefill(n: int, dtype: str):
     def setup() -> Prepared:
         h, norm_w, head_w, logits = _head_inputs(n, dtype)
-        k = build_kernel(lm_head_prefill(HIDDEN, VOCAB, dtype))
+        k = build_kernel(knobbed(lm_head_prefill, HIDDEN, VOCAB, dtype))
         return Prepared(ours=lambda: (k(h, norm_w, head_w, logits), logits)[1],
                         baseline=lambda: final_logits(h, norm_w, head_w, 1e-6))
     return KernelCase("lm_head_prefill", f"[{n},{HIDDEN}] x [{VOCAB},{HIDDEN}] {dtype}",

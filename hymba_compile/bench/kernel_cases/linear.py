@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ir.linear import SHAPES, gemv, matmul
 
-from ...build import build_kernel
+from ...build import build_kernel, knobbed
 from ...reference import linear
 from ..kernels import DTYPES, KernelCall, KernelCase, Prepared, nbytes
 
@@ -28,7 +28,7 @@ def _gemv(name: str, proj: str, dtype: str, batch: int = 1, variant: str | None 
         x = torch.randn(batch, k)
         w = (torch.randn(n, k) * k ** -0.5).to(DTYPES[dtype])
         y = torch.empty(batch, n)
-        kern = build_kernel(gemv(batch, n, k, dtype), variant=variant)
+        kern = build_kernel(knobbed(gemv, batch, n, k, dtype), variant=variant)
         if dtype == "float32":
             baseline = lambda: linear(x, w)  # noqa: E731
         else:
@@ -59,7 +59,7 @@ def _matmul(name: str, proj: str, dtype: str, rows: int = PREFILL_ROWS, variant:
         x = torch.randn(rows, k)
         w = (torch.randn(n, k) * k ** -0.5).to(DTYPES[dtype])
         y = torch.empty(rows, n)
-        kern = build_kernel(matmul(n, k, dtype), variant=variant)
+        kern = build_kernel(knobbed(matmul, n, k, dtype), variant=variant)
         wf = w.float()
         return Prepared(ours=lambda: (kern(x, w, y), y)[1], baseline=lambda: torch.matmul(x, wf.T))
 

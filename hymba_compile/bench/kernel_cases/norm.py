@@ -6,7 +6,7 @@ import torch
 
 from ir.norm import add_rmsnorm, rmsnorm
 
-from ...build import build_kernel
+from ...build import build_kernel, knobbed
 from ...reference import add_rms_norm, rms_norm
 from ..kernels import DTYPES, KernelCall, KernelCase, Prepared, nbytes
 
@@ -16,7 +16,7 @@ def _rmsnorm(rows: int, dim: int, dtype: str, variant: str | None = None):
         t = DTYPES[dtype]
         x, w = torch.randn(rows, dim).to(t), torch.randn(dim).to(t)
         y = torch.empty_like(x)
-        k = build_kernel(rmsnorm(dim, dtype), variant=variant)
+        k = build_kernel(knobbed(rmsnorm, dim, dtype), variant=variant)
         return Prepared(ours=lambda: (k(x, w, y), y)[1], baseline=lambda: rms_norm(x, w, 1e-6))
 
     def bytes_moved() -> int:  # x, w in; y out
@@ -36,7 +36,7 @@ def _add_rmsnorm(rows: int, dim: int, dtype: str, variant: str | None = None):
         t = DTYPES[dtype]
         x, r, w = torch.randn(rows, dim).to(t), torch.randn(rows, dim).to(t), torch.randn(dim).to(t)
         h, y = torch.empty_like(x), torch.empty_like(x)
-        k = build_kernel(add_rmsnorm(dim, dtype), variant=variant)
+        k = build_kernel(knobbed(add_rmsnorm, dim, dtype), variant=variant)
         return Prepared(ours=lambda: (k(x, r, w, h, y), y)[1],
                         baseline=lambda: add_rms_norm(x, r, w, 1e-6)[1])
 

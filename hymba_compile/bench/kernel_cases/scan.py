@@ -9,7 +9,7 @@ import torch
 
 from ir.scan import selective_scan, selective_scan_chunked, selective_state_update, ssm_input_split
 
-from ...build import build_kernel
+from ...build import build_kernel, knobbed
 from ...reference import selective_scan as scan_ref
 from ...reference import selective_state_update as update_ref
 from ...reference import ssm_input_split as split_ref
@@ -54,7 +54,7 @@ def _prefill(name: str, builder, n: int, dtype: str, target: dict, **kw):
         h0_ref = h0.transpose(1, 2).contiguous()
         y, h = torch.empty_like(u), torch.empty_like(h0)
         ref_in = [v.transpose(1, 2).contiguous() for v in (u, delta, B, C, z)]
-        k = build_kernel(builder(D_INNER, D_STATE, dtype, **kw))
+        k = build_kernel(knobbed(builder, D_INNER, D_STATE, dtype, **kw))
         return Prepared(
             ours=lambda: (k(u, delta, A_nd, B, C, D, z, bias, h0, y, h), y.transpose(1, 2))[1],
             baseline=lambda: scan_ref(ref_in[0], ref_in[1], A, ref_in[2], ref_in[3], D, ref_in[4],
@@ -86,7 +86,7 @@ def _decode(batch: int, dtype: str):
         B, C = torch.randn(2, batch, D_STATE, generator=g).to(t)
         A, A_nd, D, bias = _weights(g)
         y = torch.empty_like(x)
-        k = build_kernel(selective_state_update(D_INNER, D_STATE, dtype))
+        k = build_kernel(knobbed(selective_state_update, D_INNER, D_STATE, dtype))
         # ours advances its own state copy in place at every call (the decay keeps it bounded);
         # the first calls of both sides start from the same state
         return Prepared(ours=lambda: (k(state, x, dt, A_nd, B, C, D, z, bias, y), y)[1],
@@ -113,7 +113,7 @@ def _split(rows: int, dtype: str):
         ws = [torch.randn(DT_RANK).to(t), torch.randn(D_STATE).to(t), torch.randn(D_STATE).to(t)]
         outs = [torch.empty(rows, DT_RANK, dtype=t), torch.empty(rows, D_STATE, dtype=t),
                 torch.empty(rows, D_STATE, dtype=t)]
-        k = build_kernel(ssm_input_split(DT_RANK, D_STATE, dtype))
+        k = build_kernel(knobbed(ssm_input_split, DT_RANK, D_STATE, dtype))
         return Prepared(ours=lambda: (k(s, *ws, *outs), outs[0])[1],
                         baseline=lambda: split_ref(s, DT_RANK, D_STATE, *ws, 1e-6)[0])
     width = DT_RANK + 2 * D_STATE

@@ -1,0 +1,149 @@
+"""Kernel scope of `explore` on the CPU: every kernel bench case (Hymba-1.5B shapes, the kernels
+the program runs; hymba_compile/bench/kernel_cases/) x every point of each of its families'
+spaces (`space.points`). Per point: build the case with that point (`build.choosing`), run it
+once and compare with the case's eager reference twin (`Prepared.baseline`) at the
+tolerance of its dtype; only a point that passes is timed (median of `repeat` batches) and
+ranked. The case's eager baseline and its default point are timed in the same run.
+
+Tolerance (max abs error vs the twin, relative to max(1, max |twin|)):
+- fp32 twins: 1e-4. Both sides compute in fp32 in different summation orders over reductions
+  of up to 8960 terms: the default kernels err by 2e-7..2e-6 relative here;
+- bf16 twins (eager torch's bf16 path rounds inputs and outputs to bf16, 2^-8 relative each,
+  while our kernels keep fp32 activations): 2^-5. The default kernels err by up to 2^-7.
+A wrong kernel (a dropped tile, a bad index) errs at O(1) and fails either bound.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..bench.kernels import KernelCase, all_cases
+from ..bench.timing import median_ms
+from ..build import build_seconds, choosing
+from ..choices import Choice
+from .space import points
+
+FP32_RTOL, BF16_RTOL = 1e-4, 2.0 ** -5
+
+
+@dataclass
+class CaseFamilies:
+    """A bench case and the kernel families it runs (that exploration varies)."""
+
+    case: KernelCase
+    families: list[str]
+
+
+def case_families(case: KernelCase) -> list[str]:
+    """The families of the PrimFuncs the case runs, in order, without repeats."""
+    from schedules.registry import family_of
+
+    out = []
+    for call in case.kernels:
+        family = family_of(call.builder(*(call.small_args or call.args), **call.kwargs))
+        if family not in out:
+            out.append(family)
+    return out
+
+
+def select(families: list[str] | None, only: list[str] | None) -> list[CaseFamilies]:
+    """The bench cases to explore: every case that does not pin a variant (those are comparison
+    rows of the bench), restricted to cases running one of `families` and whose name contains one
+    of `only`."""
+    selected = []
+    for case in all_cases():
+        if case.variant is not None or not case.kernels:
+            continue
+        if only and not any(o in case.name for o in only):
+            continue
+        fams = case_families(case)
+        if families:
+            fams = [f for f in fams if f in families]
+        if fams:
+            selected.append(CaseFamilies(case, fams))
+    return selected
+
+
+def known_families() -> list[str]:
+    """Every family some bench case runs."""
+    return sorted({f for case in all_cases() if case.kernels for f in case_families(case)})
+
+
+def seeded_setup(case: KernelCase):
+    """case.setup() from a fixed seed: every point of a case sees the inputs of its twin."""
+    torch.manual_seed(0)
+    return case.setup()
+
+
+def tolerance(reference: torch.Tensor) -> float:
+    rtol = BF16_RTOL if reference.dtype == torch.bfloat16 else FP32_RTOL
+    return rtol * max(1.0, reference.float().abs().max().item())
+
+
+def _error_line(e: BaseException) -> str:
+    lines = [line for line in traceback.format_exception_only(type(e), e)
+             if line.strip()]
+    return lines[-1].strip()[:300] if lines else type(e).__name__
+
+
+def run_point(case: KernelCase, family: str, choice: Choice, reference: torch.Tensor,
+              repeat: int) -> dict:
+    """Build, verify and (if correct) time one point of one case."""
+    row = {"case": case.name, "shape": case.shape, "family": family, "choice": choice.label(),
+           **choice.to_json()}
+    before = build_seconds()
+    t0 = time.perf_counter()
+    try:
+        with choosing({family: choice}):
+            prepared = seeded_setup(case)
+        row["build_s"] = round(build_seconds() - before, 3)
+        row["setup_s"] = round(time.perf_counter() - t0, 3)
+        with torch.inference_mode():
+            out = prepared.ours()
+            err = (out.float() - reference.float()).abs().max().item()
+            tol = tolerance(reference)
+            row.update(max_abs_err=err, tolerance=tol)
+            if not math.isfinite(err) or err > tol:
+                row.update(status="wrong", error=f"max abs error {err:.3g} > tolerance {tol:.3g}")
+                return row
+            row["ms"] = round(median_ms(prepared.ours, repeat=repeat), 4)
+        row["status"] = "ok"
+    except Exception as e:  # noqa: BLE001  a failing variant is reported, never ranked
+        row.update(status="failed", error=_error_line(e))
+    return row
+
+
+def explore_case(cf: CaseFamilies, target, target_name: str, repeat: int,
+                 variants: list[str] | None, on_row: Callable[[dict], None]) -> list[dict]:
+    """All points of every family of one case; rows carry the eager baseline's time and the
+    default point's time from the same run."""
+    case = cf.case
+    baseline_prepared = seeded_setup(case)
+    with torch.inference_mode():
+        reference = baseline_prepared.baseline()
+        baseline_ms = median_ms(baseline_prepared.baseline, repeat=repeat)
+    del baseline_prepared
+    rows = []
+    default_ms = None
+    for family in cf.families:
+        for choice in points(family, target, target_name, variants):
+            if choice == Choice() and default_ms is not None:
+                continue  # the default point is the same for every family of the case
+            row = run_point(case, family, choice, reference, repeat)
+            row.update(baseline=case.baseline, baseline_ms=round(baseline_ms, 4))
+            if choice == Choice():
+                row["family"] = "+".join(cf.families)
+                default_ms = row.get("ms")
+            if row.get("ms"):
+                row["vs_baseline"] = round(baseline_ms / row["ms"], 3)
+                if default_ms:
+                    row["vs_default"] = round(default_ms / row["ms"], 3)
+            rows.append(row)
+            on_row(row)
+    return rows

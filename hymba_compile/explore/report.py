@@ -1,0 +1,132 @@
+"""What `explore` writes: a rich table in the terminal, and in the output folder
+`explore.json` (every row plus the run's machine and choices), `explore.csv`, and two PNG
+plots (matplotlib): time per point per family relative to the default (`variants.png`) and
+build time against run time with each case's Pareto front (`pareto.png`). Every file is written
+atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from ..fileio import atomic_path, atomic_write_text
+
+CSV_FIELDS = ("case", "shape", "family", "choice", "status", "ms", "vs_default", "baseline",
+              "baseline_ms", "vs_baseline", "build_s", "max_abs_err", "tolerance", "error")
+
+
+def print_table(rows: list[dict], title: str) -> None:
+    """The rows as one rich table (cases in order; the chosen points marked by the caller)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for name, justify in (("case", "left"), ("family", "left"), ("point", "left"),
+                          ("ms", "right"), ("vs default", "right"), ("vs eager", "right"),
+                          ("build s", "right"), ("status", "left")):
+        table.add_column(name, justify=justify)
+    for r in rows:
+        ok = r.get("status") == "ok"
+        status = "ok" if ok else f"[red]{r.get('status')}[/red]: {r.get('error', '')[:60]}"
+        if r.get("chosen"):
+            status += " [green]chosen[/green]"
+        table.add_row(f"{r['case']} {r['shape'][:24]}", r["family"], r["choice"],
+                      _fmt(r.get("ms")), _fmt(r.get("vs_default"), "x"),
+                      _fmt(r.get("vs_baseline"), "x"), _fmt(r.get("build_s")), status)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
+
+
+def _fmt(value, suffix: str = "") -> str:
+    return "" if value is None else f"{value:.3g}{suffix}"
+
+
+def write_json(path: Path, record: dict) -> None:
+    atomic_write_text(path, json.dumps(record, indent=1, default=str) + "\n")
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def plot_variants(path: Path, rows: list[dict], title: str) -> None:
+    """One horizontal bar per timed point: default time / point time (>1: faster than the
+    default), grouped by case and family; failed or wrong points as red crosses at 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if r.get("vs_default") is not None or r.get("status") != "ok"]
+    height = max(3.0, 0.16 * len(shown) + 1.0)
+    fig, ax = plt.subplots(figsize=(10, height))
+    labels, values, colors = [], [], []
+    for r in shown:
+        labels.append(f"{r['case']} [{r['family']}] {r['choice']}"[:70])
+        ok = r.get("status") == "ok"
+        values.append(r.get("vs_default", 0.0) if ok else 0.0)
+        colors.append("tab:green" if r.get("chosen") else
+                      "tab:blue" if ok else "tab:red")
+    ax.barh(range(len(values)), values, color=colors)
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(labels)), labels, fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("speed-up over the default schedule (default ms / point ms); red: failed")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_pareto(path: Path, rows: list[dict], title: str) -> None:
+    """Build seconds against run ms per point (log scales), one colour per case, the points on
+    each case's Pareto front (nothing both faster to build and to run) joined by a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 6))
+    by_case: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("status") == "ok" and r.get("build_s") and r.get("ms"):
+            by_case.setdefault(f"{r['case']} {r['shape'][:20]}", []).append(r)
+    for name, pts in by_case.items():
+        xs, ys = [p["build_s"] for p in pts], [p["ms"] for p in pts]
+        line = ax.scatter(xs, ys, s=12, label=name[:40])
+        front = pareto_front(pts)
+        ax.plot([p["build_s"] for p in front], [p["ms"] for p in front], linewidth=0.8,
+                color=line.get_facecolor()[0])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("build time (schedule + compile), s")
+    ax.set_ylabel("run time (median), ms")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=5, ncol=2)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def pareto_front(points: list[dict]) -> list[dict]:
+    """The points no other point beats on both build time and run time, by build time."""
+    front, best_ms = [], float("inf")
+    for p in sorted(points, key=lambda p: (p["build_s"], p["ms"])):
+        if p["ms"] < best_ms:
+            front.append(p)
+            best_ms = p["ms"]
+    return front
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

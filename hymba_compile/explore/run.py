@@ -1,0 +1,77 @@
+"""The kernel-scope run of `explore`: the selected cases and points (kernels.py), progress,
+the choice per family (choose.py), and the files (report.py); the choices are recorded for the
+target (choices.py) so that `compile` and `load` build with them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from ..choices import choices_path, read_choices, write_choices
+from ..errors import InputError
+from . import choose, report
+from .kernels import explore_case, known_families, select
+from .space import points
+
+
+def explore_kernels(target_name: str, out: Path, families: list[str] | None = None,
+                    cases: list[str] | None = None, variants: list[str] | None = None,
+                    repeat: int = 5, cache_root: Path | None = None, record: bool = True,
+                    echo: Callable[[str], None] = print) -> dict:
+    """Explore, write the report files into `out`, record the choices (unless `record` is
+    False); returns the JSON record."""
+    from tqdm import tqdm
+
+    from schedules import named_target
+    from schedules.target import host_mcpu, is_cpu
+
+    target = named_target(target_name)
+    if not is_cpu(target):
+        raise InputError(f"kernel-scope explore times kernels, which needs the device: "
+                         f"{target_name} is not runnable here; use `bench kernels --target "
+                         f"{target_name} --dry` for its resources and pocl check")
+    known = known_families()
+    unknown = sorted(set(families or []) - set(known))
+    if unknown:
+        raise InputError(f"unknown kernel famil{'ies' if len(unknown) > 1 else 'y'} "
+                         f"{', '.join(unknown)}; known: {', '.join(known)}")
+    selected = select(families, cases)
+    if not selected:
+        raise InputError(f"no kernel bench case matches --kernels {families} --cases {cases}")
+    total = sum(len(points(f, target, target_name, variants)) - 1 for cf in selected
+                for f in cf.families) + len(selected)
+    rows: list[dict] = []
+    with tqdm(total=total, desc="explore", unit=" point") as bar:
+        for cf in selected:
+            bar.set_description(f"explore {cf.case.name}")
+            rows += explore_case(cf, target, target_name, repeat, variants,
+                                 on_row=lambda _: bar.update())
+    best = choose.best_per_family(rows)
+    for r in rows:
+        b = best.get(r["family"])
+        r["chosen"] = b is not None and r["choice"] == b["choice"].label()
+    mcpu = host_mcpu()
+    choices = choose.choices_record(best, target_name, mcpu)
+    record_json = {"scope": "kernels", "target": target_name, "mcpu": mcpu, "repeat": repeat,
+                   "machine": choices["machine"], "choices": choices["families"], "rows": rows}
+    title = f"explore {target_name} ({mcpu}, {choices['machine']['cpus']} CPUs)"
+    out.mkdir(parents=True, exist_ok=True)
+    report.write_json(out / "explore.json", record_json)
+    report.write_csv(out / "explore.csv", rows)
+    report.plot_variants(out / "variants.png", rows, title)
+    report.plot_pareto(out / "pareto.png", rows, title)
+    report.print_table(rows, title)
+    for family, b in sorted(best.items()):
+        echo(f"best {family}: {b['choice'].label()} ({b['speedup']:.2f}x the default)")
+    if not best:
+        echo(f"no point beat a default by {choose.MIN_GAIN:.2f}x: the defaults stand")
+    if record and cache_root is not None:
+        path = choices_path(cache_root, target_name, mcpu)
+        kept = read_choices(path)  # families explored now replace theirs; others are kept
+        explored = {f for cf in selected for f in cf.families}
+        merged = {**{f: c.to_json() for f, c in kept.items() if f not in explored},
+                  **choices["families"]}
+        write_choices(path, {**choices, "families": merged})
+        echo(f"choices for {target_name} ({mcpu}) -> {path}")
+    echo(f"report -> {out}/explore.json, explore.csv, variants.png, pareto.png")
+    return record_json
