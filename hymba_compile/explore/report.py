@@ -50,8 +50,12 @@ def write_json(path: Path, record: dict) -> None:
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
+    write_csv_fields(path, rows, CSV_FIELDS)
+
+
+def write_csv_fields(path: Path, rows: list[dict], fields: tuple) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buf.getvalue())
@@ -122,6 +126,64 @@ def pareto_front(points: list[dict]) -> list[dict]:
             front.append(p)
             best_ms = p["ms"]
     return front
+
+
+def print_model_table(rows: list[dict], title: str) -> None:
+    """The fusion variants as one rich table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for name in ("variant", "parity", "compile s", "decode b1 tok/s", "decode b4 tok/s",
+                 "prefill tok/s", "status"):
+        table.add_column(name, justify="left" if name in ("variant", "status") else "right")
+    for r in rows:
+        def cell(key: str) -> str:
+            value, rel = r.get(f"{key}_tok_s"), r.get(f"{key}_vs_default")
+            return "" if value is None else f"{value:.3g}" + (f" ({rel:.2f}x)" if rel else "")
+        parity = "" if r.get("parity_max_abs") is None else f"{r['parity_max_abs']:.1e}"
+        status = r.get("status", "")
+        if status != "ok":
+            status = f"[red]{status}[/red]: {r.get('error', '')[:60]}"
+        table.add_row(r["variant"], parity, _fmt(r.get("compile_s")), cell("decode_b1"),
+                      cell("decode_b4"), cell("prefill"), status)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
+
+
+def plot_model(path: Path, rows: list[dict], title: str) -> None:
+    """Per fusion variant: decode b1, decode b4 and prefill throughput relative to the default
+    program (bars), and cold compile seconds against decode b1 tok/s (Pareto, right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    timed = [r for r in rows if r.get("decode_b1_tok_s")]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+    keys = ("decode_b1", "decode_b4", "prefill")
+    width = 0.8 / len(keys)
+    base = timed[0] if timed else {}
+    for n, key in enumerate(keys):
+        values = [r[f"{key}_tok_s"] / base[f"{key}_tok_s"] if base.get(f"{key}_tok_s") else 0
+                  for r in timed]
+        ax.bar([i + n * width for i in range(len(timed))], values, width, label=key)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([i + width for i in range(len(timed))], [r["variant"] for r in timed],
+                  rotation=20, fontsize=7)
+    ax.set_ylabel("throughput / default program")
+    ax.legend(fontsize=7)
+    ax.set_title(title, fontsize=9)
+    for r in timed:
+        ax2.scatter(r["compile_s"], r["decode_b1_tok_s"])
+        ax2.annotate(r["variant"], (r["compile_s"], r["decode_b1_tok_s"]), fontsize=6)
+    ax2.set_xlabel("cold compile, s")
+    ax2.set_ylabel("decode batch 1, tokens/s")
+    ax2.set_title("compile time vs run time", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
 
 
 def _save(fig, path: Path) -> None:
