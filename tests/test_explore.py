@@ -1,0 +1,168 @@
+"""`explore`: the points of a family's space, verification before ranking, the per-target
+choices that compile/load then build with, the library variant, and fusion variants."""
+
+import json
+
+import pytest
+import torch
+
+from hymba_compile import load
+from hymba_compile.__main__ import main
+from hymba_compile.artifacts import ensure_compiled, read_manifest
+from hymba_compile.bench.kernels import KernelCase, Prepared
+from hymba_compile.choices import LIBRARY, Choice, choices_path, read_choices
+from hymba_compile.config import preset
+from hymba_compile.errors import HymbaError
+from hymba_compile.explore import choose
+from hymba_compile.explore.kernels import run_point
+from hymba_compile.explore.model import fusion_points, parity
+from hymba_compile.explore.space import points
+from hymba_compile.program_spec import ProgramSpec
+from ir.linear import gemv
+from schedules import named_target
+from schedules.registry import schedule
+from schedules.target import host_mcpu
+
+CPU = named_target("cpu")
+
+
+def run_cli(capsys, *argv):
+    try:
+        code = main(list(argv))
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_points_start_with_the_default_and_never_repeat_it():
+    pts = points("matmul", CPU, "cpu")
+    assert pts[0] == Choice() and len(set(pts)) == len(pts)
+    # mr, nr, lanes grid (3 x 2 x 2) minus the rule's own defaults (6, 4, 8), plus the library
+    assert len(pts) == 1 + 11 + 1 and Choice.of(LIBRARY) in pts
+    assert Choice.of("tiles", {"mr": 6, "nr": 4, "lanes": 8}) not in pts
+    attention = points("attention_prefill", CPU, "cpu")
+    assert Choice.of("flash", None, {"block_q": 32}) in attention  # builder knobs too
+    assert not any(c.variant == LIBRARY for c in attention)  # only GEMM families have one
+
+
+def test_a_knob_outside_the_rules_grid_is_an_error_naming_it():
+    with pytest.raises(ValueError, match=r"no knobs \['tile_m'\]"):
+        schedule(gemv(1, 64, 64, "float32"), CPU, "rows", {"tile_m": 4})
+    mod, used = schedule(gemv(1, 64, 64, "float32"), CPU, "rows", {"rows": 2, "lanes": 16})
+    assert used == "rows"
+
+
+def _case(ours, baseline):
+    return KernelCase("fake", "4 float32", "torch", lambda: Prepared(ours=ours, baseline=baseline))
+
+
+def test_a_wrong_or_failing_point_is_reported_and_never_timed():
+    reference = torch.ones(4)
+    wrong = run_point(_case(lambda: torch.ones(4) * 1.01, lambda: reference), "gemv",
+                      Choice.of("rows"), reference, repeat=1)
+    assert wrong["status"] == "wrong" and "ms" not in wrong and "tolerance" in wrong["error"]
+
+    def boom():
+        raise RuntimeError("does not lower")
+    failed = run_point(KernelCase("fake", "", "", boom), "gemv", Choice.of("rows"), reference, 1)
+    assert failed["status"] == "failed" and "does not lower" in failed["error"]
+    right = run_point(_case(lambda: reference + 1e-6, lambda: reference), "gemv",
+                      Choice.of("rows"), reference, repeat=1)
+    assert right["status"] == "ok" and right["ms"] > 0
+
+
+def test_the_choice_must_win_on_every_case_of_its_family():
+    def row(case, choice, gain, status="ok"):
+        return {"case": case, "shape": "", "family": "gemv", **choice.to_json(),
+                "status": status, "vs_default": gain if status == "ok" else None}
+    a, b = Choice.of("rows", {"rows": 2}), Choice.of("rows2")
+    rows = [row("x", a, 1.5), row("y", a, 1.4), row("x", b, 3.0), row("y", b, None, "wrong"),
+            row("x", Choice.of("dlight"), 1.02), row("y", Choice.of("dlight"), 1.03)]
+    best = choose.best_per_family(rows)
+    assert best["gemv"]["choice"] == a  # b is faster on x but wrong on y; dlight is noise
+    assert best["gemv"]["speedup"] == pytest.approx((1.5 * 1.4) ** 0.5, abs=1e-3)
+    assert choose.best_per_family([row("x", b, 1.01)]) == {}
+
+
+def test_kernel_scope_end_to_end_writes_report_and_choices(tmp_path, capsys):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    code, stdout, err = run_cli(capsys, "explore", "--kernels", "gemv", "--cases", "gemv_x_proj",
+                                "--repeat", "3", "--out", str(out), "--cache-dir", str(cache))
+    assert code == 0, err
+    record = json.loads((out / "explore.json").read_text())
+    rows = record["rows"]
+    assert rows[0]["choice"] == "default" and len(rows) == len(points("gemv", CPU, "cpu"))
+    assert all(r["status"] == "ok" and r["max_abs_err"] <= r["tolerance"] for r in rows)
+    assert all(r["baseline_ms"] > 0 and r["ms"] > 0 for r in rows)
+    for name in ("explore.csv", "variants.png", "pareto.png"):
+        assert (out / name).stat().st_size > 0
+    assert (out / "variants.png").read_bytes()[:4] == b"\x89PNG"
+    recorded = json.loads(choices_path(cache, "cpu", host_mcpu()).read_text())
+    assert recorded["target"] == "cpu" and recorded["mcpu"] == host_mcpu()
+    assert set(recorded["families"]) == set(record["choices"])
+    assert "gemv_x_proj" in stdout
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--kernels", "gemvv"], "unknown kernel family gemvv; known:"),
+    (["--target", "cuda:sm_90"], "needs the device"),
+    (["--scope", "model", "--variants", "nope"], "no fusion variant matches"),
+    (["--repeat", "0"], "--repeat must be at least 1"),
+])
+def test_bad_explore_input_exits_2(capsys, tmp_path, argv, message):
+    code, _, err = run_cli(capsys, "explore", "--out", str(tmp_path), "--cache-dir",
+                           str(tmp_path), *argv)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_recorded_choices_build_the_program_library_included(tmp_path):
+    """A choices file (as explore writes it) naming the library variant for the prefill GEMMs and
+    a builder knob: compile picks it up, the manifest records it, generation equals eager."""
+    path = choices_path(tmp_path, "cpu", host_mcpu())
+    path.parent.mkdir(parents=True)
+    choice = {"matmul": {"variant": LIBRARY}, "gate_up_matmul": {"variant": LIBRARY},
+              "attention_prefill": {"variant": "flash", "builder_knobs": {"block_q": 32}}}
+    path.write_text(json.dumps({"target": "cpu", "families": choice}))
+    spec = ProgramSpec(preset("tiny"), "float32", (1,))
+    artifact = ensure_compiled(spec, "cpu", tmp_path, progress=False)
+    manifest = read_manifest(artifact.path)
+    assert [f for f, _ in manifest["choices"]] == sorted(choice)
+    variants = {k["family"]: k["variant"] for k in manifest["kernels"].values()}
+    assert variants["library"] == LIBRARY and variants["attention_prefill"] == "flash block_q=32"
+    assert ensure_compiled(spec, "cpu", tmp_path, variants={}, progress=False).key != artifact.key
+    ids = torch.tensor([[1, 5, 9, 200, 17]])
+    want = load("tiny", backend="eager", dtype="float32").generate(ids, 6, do_sample=False)
+    got = load("tiny", dtype="float32", cache_dir=tmp_path, decode_batches=(1,),
+               progress=False).generate(ids, 6, do_sample=False)
+    assert torch.equal(got, want)
+
+
+def test_a_corrupt_choices_file_is_one_clear_error(tmp_path, capsys):
+    path = choices_path(tmp_path, "cpu", host_mcpu())
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json")
+    with pytest.raises(HymbaError, match="choices file .* is unreadable"):
+        read_choices(path)
+    code, _, err = run_cli(capsys, "compile", "--model", "tiny", "--decode-batches", "1", "-o",
+                           str(tmp_path))
+    assert code == 2 and "unreadable" in err
+
+
+def test_fusion_variants_are_validated_and_listed():
+    with pytest.raises(ValueError, match="unknown fusion variant combine=half"):
+        ProgramSpec(preset("tiny"), "float32", (1,), (("combine", "half"),))
+    default = ProgramSpec(preset("tiny"), "float32", (1,))
+    same = ProgramSpec(preset("tiny"), "float32", (1,), (("combine", "fused"),))
+    assert same.fusions == () and same.digest() == default.digest()
+    labels = [p for p in fusion_points(None, "cpu")]
+    assert labels[0] == {} and {"combine": "unfused"} in labels
+    assert {"scan": "sequential"} not in labels  # what the CPU uses anyway
+
+
+def test_unfused_program_matches_eager(tmp_path):
+    """combine and gate_up unfused (norm_average + GEMV, two GEMVs/GEMMs + silu_mul): logits
+    and greedy tokens against the eager reference on the tiny preset."""
+    row = parity({"combine": "unfused", "gate_up": "unfused"}, "cpu", str(tmp_path))
+    assert row["status"] == "ok", row
+    assert row["greedy_equal"] and row["parity_max_abs"] <= 1e-3 * row["parity_scale"]
