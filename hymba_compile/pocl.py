@@ -258,16 +258,17 @@ _CACHE: dict = {}
 
 
 def build_pocl_kernel(func: tirx.PrimFunc, target: str = "cuda:sm_90", variant: str | None = None,
-                      platform: str = "pocl") -> PoclKernel:
-    """`func` scheduled as for `target` (schedules.apply_schedule, default or named variant),
-    lowered to OpenCL and built on `platform` ("pocl", or "oclgrind": races and divergence
-    reported in `.diagnostics` after each call). Cached per process."""
+                      platform: str = "pocl", knobs: dict | None = None) -> PoclKernel:
+    """`func` scheduled as for `target` (schedules.apply_schedule, default or named variant with
+    its rule `knobs`), lowered to OpenCL and built on `platform` ("pocl", or "oclgrind": races
+    and divergence reported in `.diagnostics` after each call). Cached per process."""
     from schedules import apply_schedule, named_target
 
     symbol = str(func.attrs["global_symbol"])
-    key = (symbol, tvm_ffi.structural_hash(func), target, variant, platform)
+    key = (symbol, tvm_ffi.structural_hash(func), target, variant, platform,
+           tuple(sorted((knobs or {}).items())))
     if key not in _CACHE:
-        mod = apply_schedule(func, named_target(target), variant)
+        mod = apply_schedule(func, named_target(target), variant, knobs)
         _CACHE[key] = PoclKernel(lower_to_opencl(mod), target, variant or "default", platform)
     return _CACHE[key]
 

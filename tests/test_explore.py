@@ -12,6 +12,7 @@ from hymba_compile.artifacts import ensure_compiled, read_manifest
 from hymba_compile.bench.kernels import KernelCase, Prepared
 from hymba_compile.choices import LIBRARY, Choice, choices_path, read_choices
 from hymba_compile.config import preset
+from hymba_compile.cuda_compile import find_nvcc
 from hymba_compile.errors import HymbaError
 from hymba_compile.explore import choose
 from hymba_compile.explore.kernels import run_point
@@ -22,6 +23,7 @@ from ir.linear import gemv
 from schedules import named_target
 from schedules.registry import schedule
 from schedules.target import host_mcpu
+from tests.kernels.helpers import needs_pocl
 
 CPU = named_target("cpu")
 
@@ -106,7 +108,7 @@ def test_kernel_scope_end_to_end_writes_report_and_choices(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--kernels", "gemvv"], "unknown kernel family gemvv; known:"),
-    (["--target", "cuda:sm_90"], "needs the device"),
+    (["--scope", "model", "--target", "cuda:sm_90"], "needs its GPU"),
     (["--scope", "model", "--variants", "nope"], "no fusion variant matches"),
     (["--repeat", "0"], "--repeat must be at least 1"),
 ])
@@ -166,3 +168,24 @@ def test_unfused_program_matches_eager(tmp_path):
     row = parity({"combine": "unfused", "gate_up": "unfused"}, "cpu", str(tmp_path))
     assert row["status"] == "ok", row
     assert row["greedy_equal"] and row["parity_max_abs"] <= 1e-3 * row["parity_scale"]
+
+
+@needs_pocl
+@pytest.mark.skipif(find_nvcc() is None, reason="ptxas resources need nvcc (CUDA toolkit)")
+def test_cuda_kernel_scope_builds_checks_on_pocl_and_reports_resources(tmp_path, capsys):
+    """Without a GPU: every gemv point for sm_90 built, checked on pocl, with ptxas resources;
+    a point whose knob does not fit the shape fails with the reason; nothing recorded."""
+    code, stdout, err = run_cli(capsys, "explore", "--target", "cuda:sm_90", "--kernels", "gemv",
+                                "--cases", "gemv_x_proj", "--out", str(tmp_path / "out"),
+                                "--cache-dir", str(tmp_path / "cache"))
+    assert code == 0, err
+    rows = json.loads((tmp_path / "out" / "explore.json").read_text())["rows"]
+    by_choice = {r["choice"]: r for r in rows}
+    assert by_choice["default"]["status"] == "built"
+    assert "8 warps per block do not divide 132" in by_choice["warp_rows rows=8"]["error"]
+    for r in rows:
+        assert r["ms"] is None and r["timing"] == "needs a device"
+        if r["status"] == "built":
+            assert r["pocl_err"] <= r["tolerance"] and r["registers"] > 0
+            assert r["spill_bytes"] == 0
+    assert not (tmp_path / "cache" / "choices").exists()

@@ -17,6 +17,56 @@ CSV_FIELDS = ("case", "shape", "family", "choice", "status", "ms", "vs_default",
               "baseline_ms", "vs_baseline", "build_s", "max_abs_err", "tolerance", "error")
 
 
+CUDA_FIELDS = ("case", "shape", "family", "choice", "status", "registers", "shared_bytes",
+               "spill_bytes", "launches", "pocl_err", "tolerance", "timing", "error")
+
+
+def print_cuda_table(rows: list[dict], title: str) -> None:
+    """CUDA points without a GPU: resources and the pocl check."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for name in ("case", "family", "point", "regs", "smem", "spills", "launches", "pocl err",
+                 "ms", "status"):
+        table.add_column(name, justify="left" if name in ("case", "family", "point", "status")
+                         else "right")
+    for r in rows:
+        status = r["status"] if r["status"] == "built" else \
+            f"[red]{r['status']}[/red]: {r.get('error', '')[:50]}"
+        table.add_row(f"{r['case']} {r['shape'][:24]}", r["family"], r["choice"],
+                      _fmt(r.get("registers")), _fmt(r.get("shared_bytes")),
+                      _fmt(r.get("spill_bytes")), _fmt(r.get("launches")),
+                      _fmt(r.get("pocl_err")), r.get("timing", ""), status)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)
+    console.print(table)
+
+
+def plot_resources(path: Path, rows: list[dict], title: str) -> None:
+    """Registers per thread (bars) and shared KiB (dots) per CUDA point; failed points red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, max(3.0, 0.16 * len(rows) + 1.0)))
+    labels = [f"{r['case']} [{r['family']}] {r['choice']}"[:70] for r in rows]
+    regs = [r.get("registers") or 0 for r in rows]
+    ax.barh(range(len(rows)), regs, color=["tab:blue" if r["status"] == "built" else "tab:red"
+                                           for r in rows])
+    ax.scatter([(r.get("shared_bytes") or 0) / 1024 for r in rows], range(len(rows)),
+               color="black", s=6, label="shared KiB")
+    ax.set_yticks(range(len(labels)), labels, fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("registers per thread (bars), static shared KiB (dots); red: failed")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def print_table(rows: list[dict], title: str) -> None:
     """The rows as one rich table (cases in order; the chosen points marked by the caller)."""
     from rich.console import Console

@@ -10,6 +10,7 @@ from typing import Callable
 from ..choices import choices_path, read_choices, write_choices
 from ..errors import InputError
 from . import choose, report
+from .cuda import explore_case_cuda
 from .kernels import explore_case, known_families, select
 from .space import points
 
@@ -26,10 +27,7 @@ def explore_kernels(target_name: str, out: Path, families: list[str] | None = No
     from schedules.target import host_mcpu, is_cpu
 
     target = named_target(target_name)
-    if not is_cpu(target):
-        raise InputError(f"kernel-scope explore times kernels, which needs the device: "
-                         f"{target_name} is not runnable here; use `bench kernels --target "
-                         f"{target_name} --dry` for its resources and pocl check")
+    cpu = is_cpu(target)
     known = known_families()
     unknown = sorted(set(families or []) - set(known))
     if unknown:
@@ -44,8 +42,14 @@ def explore_kernels(target_name: str, out: Path, families: list[str] | None = No
     with tqdm(total=total, desc="explore", unit=" point") as bar:
         for cf in selected:
             bar.set_description(f"explore {cf.case.name}")
-            rows += explore_case(cf, target, target_name, repeat, variants,
-                                 on_row=lambda _: bar.update())
+            if cpu:
+                rows += explore_case(cf, target, target_name, repeat, variants,
+                                     on_row=lambda _: bar.update())
+            else:
+                rows += explore_case_cuda(cf, target, target_name, variants,
+                                          on_row=lambda _: bar.update())
+    if not cpu:
+        return _cuda_report(rows, target_name, out, echo)
     best = choose.best_per_family(rows)
     for r in rows:
         b = best.get(r["family"])
@@ -75,3 +79,21 @@ def explore_kernels(target_name: str, out: Path, families: list[str] | None = No
         echo(f"choices for {target_name} ({mcpu}) -> {path}")
     echo(f"report -> {out}/explore.json, explore.csv, variants.png, pareto.png")
     return record_json
+
+
+def _cuda_report(rows: list[dict], target_name: str, out: Path, echo) -> dict:
+    """A CUDA target without its GPU: resources and the pocl check per point; no timing, so
+    nothing is ranked or recorded."""
+    record = {"scope": "kernels", "target": target_name, "timing": "needs a device",
+              "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    report.write_json(out / "explore.json", record)
+    report.write_csv_fields(out / "explore.csv", rows, report.CUDA_FIELDS)
+    report.plot_resources(out / "resources.png", rows, f"explore {target_name} (no GPU)")
+    report.print_cuda_table(rows, f"explore {target_name}: built and checked on pocl; "
+                                  f"timing needs a device")
+    bad = [r for r in rows if r["status"] != "built"]
+    echo(f"{len(rows) - len(bad)} of {len(rows)} points built and matched the CPU build on "
+         f"pocl; nothing recorded as {target_name}'s choices (timing needs the GPU)")
+    echo(f"report -> {out}/explore.json, explore.csv, resources.png")
+    return record

@@ -13,7 +13,8 @@ import tvm
 from ir import attention as ir_attention
 from ir import scan as ir_scan
 from schedules.options import BUILDER_FAMILY, builder_grid, kernel_options
-from schedules.registry import knob_grid, registered
+from schedules.registry import DLIGHT, knob_grid, registered
+from schedules.target import is_cpu
 
 from ..choices import LIBRARY, Choice
 from ..library import supports
@@ -52,18 +53,20 @@ def points(family: str, target: tvm.target.Target, target_name: str,
     """The default (first), then every distinct point of the family's space on `target`,
     restricted to the named `variants` when given."""
     rules = registered(family, target)
-    default_variant = next(iter(rules), None)
+    default_variant = next(iter(rules), None if is_cpu(target) else DLIGHT)
     bdefaults = _builder_defaults(family, target)
     bpoints = _grid_points(builder_grid(family, target))
     out = [Choice()]
-    names = list(rules) + ([LIBRARY] if supports(family, target_name) else [])
+    names = list(rules) + ([LIBRARY] if supports(family, target_name) else []) + \
+        ([] if is_cpu(target) else [DLIGHT])  # GPU targets: TVM's stock dlight rules too
     for variant in names:
         if variants is not None and variant not in variants:
             continue
-        rpoints = [{}] if variant == LIBRARY else _grid_points(knob_grid(family, variant, target))
-        rdefaults = {} if variant == LIBRARY else _rule_defaults(family, variant, target)
+        own = variant in rules
+        rpoints = _grid_points(knob_grid(family, variant, target)) if own else [{}]
+        rdefaults = _rule_defaults(family, variant, target) if own else {}
         for rk in rpoints:
-            for bk in ([{}] if variant == LIBRARY else bpoints):
+            for bk in (bpoints if variant != LIBRARY else [{}]):
                 rk2 = {k: v for k, v in rk.items() if rdefaults.get(k, object()) != v}
                 bk2 = {k: v for k, v in bk.items() if bdefaults.get(k, object()) != v}
                 choice = Choice.of(variant, rk2, bk2)

@@ -103,17 +103,19 @@ def schedule_head(sch, logits, rows: int, lanes: int, symbolic_rows: bool = Fals
         sch.unroll(loop)
 
 
-@cpu_rule("lm_head_decode", "gemv")
-def lm_head_gemv(func, target):
+@cpu_rule("lm_head_decode", "gemv", grid={"rows": (None, 1, 3), "lanes": (None, 8, 16, 32)})
+def lm_head_gemv(func, target, rows: int | None = None, lanes: int | None = None):
     """Ours: the norm serially (a few rows), then the head GEMV, parallel over vocab tiles, the
-    bf16 weights widened in registers (see `schedule_head`, `head_tile`)."""
+    bf16 weights widened in registers (see `schedule_head`; `rows` vocab rows per tile and
+    `lanes`, None: `head_tile`'s measured choice by batch)."""
     sch = s_tir.Schedule(func)
     b = _blocks(sch)
     schedule_norm_rows(sch, [b["xn_ss"], b["xn"]], parallel=False)
     if "head_f32" in b:
         sch.compute_inline(b["head_f32"])
     batch, vocab, hidden = (int(sch.get(loop).extent) for loop in sch.get_loops(b["logits"]))
-    schedule_head(sch, b["logits"], *head_tile(vocab, batch, hidden))
+    tile_rows, tile_lanes = head_tile(vocab, batch, hidden)
+    schedule_head(sch, b["logits"], rows or tile_rows, lanes or tile_lanes)
     return sch
 
 

@@ -37,15 +37,18 @@ def _vector(k: int, want: int) -> int:
     return want
 
 
-def warp_rows(sch: s_tir.Schedule, y, weight: int):
+def warp_rows(sch: s_tir.Schedule, y, weight: int, rows: int | None = None):
     """The schedule of the module docstring on block `y` (loops b, j, k; y[b, j] += ... w[j, k]
-    with `weight` the index of w among the block's reads). Returns (the blockIdx loop, rows per
-    block) for rules that put more under each block (schedules/cuda/combine.py)."""
+    with `weight` the index of w among the block's reads), `rows` warps per block (None:
+    `_rows_per_block`; it must divide n_out). Returns (the blockIdx loop, rows per block) for
+    rules that put more under each block (schedules/cuda/combine.py)."""
     b, j, k = sch.get_loops(y)
     n, kk = int(sch.get(j).extent), int(sch.get(k).extent)
     wdtype = str(sch.get(y).reads[weight].source.dtype)
     vec = _vector(kk, 16 // (2 if "bfloat16" in wdtype else 4))
-    rows = _rows_per_block(n)
+    if rows is not None and n % rows:
+        raise ValueError(f"{rows} warps per block do not divide {n} output rows")
+    rows = rows or _rows_per_block(n)
     # k = (step * LANES + lane) * vec + v: lane-strided 16-byte chunks
     step, lane, v = sch.split(k, factors=[None, LANES, vec])
     rf = sch.rfactor(lane, factor_axis=0)  # rf[lane, b, j]: per-lane partial sums
@@ -74,9 +77,9 @@ def warp_rows(sch: s_tir.Schedule, y, weight: int):
     return jo, rows
 
 
-@cuda_rule("gemv", "warp_rows")
-def gemv_warp_rows(func, target):
+@cuda_rule("gemv", "warp_rows", grid={"rows": (None, 1, 2, 8)})
+def gemv_warp_rows(func, target, rows: int | None = None):
     """See the module docstring."""
     sch = s_tir.Schedule(func)
-    warp_rows(sch, sch.get_sblock("y"), weight=1)
+    warp_rows(sch, sch.get_sblock("y"), weight=1, rows=rows)
     return sch
