@@ -215,7 +215,15 @@ class DecodeSteps:
         glob = plan.attention == GLOBAL
         proj3 = g.reshape(proj, (B, 1, rows))
         rope = g.kernel(A.rope_qkv, B, nh, kvh, dq, dv, rows, c.rope_base, plan.owns_kv, F32)
-        if plan.owns_kv:
+        if plan.owns_kv and g.spec.fusion("rope_cache") == "fused":
+            j = self.owners[plan.index]
+            kc, vc = self.caches[2 * j], self.caches[2 * j + 1]
+            fused = g.kernel(A.rope_cache_write, B, nh, kvh, dq, dv, rows, c.rope_base,
+                             None if glob else W, M, None, F32, cd)
+            q, self.caches[2 * j], self.caches[2 * j + 1] = g.inplace(
+                fused, [proj3, self.pos2, kc, vc], [-1, 2, 3], ((B, nh, 1, dq), F32),
+                (tuple(kc.ty.shape), cd), (tuple(vc.ty.shape), cd))
+        elif plan.owns_kv:
             q, k, v = g.call(rope, [proj3, self.pos2], ((B, nh, 1, dq), F32),
                              ((B, kvh, 1, dq), F32), ((B, kvh, 1, dv), F32))
             j = self.owners[plan.index]

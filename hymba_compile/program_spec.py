@@ -17,6 +17,7 @@ FUSIONS = {
     "combine": ("fused", ("unfused",)),  # decode: norm-average + out_proj in one kernel, or two
     "gate_up": ("fused", ("unfused",)),  # gate and up GEMV/GEMM + SiLU*mul in one kernel, or three
     "scan": ("target", ("sequential", "chunked")),  # prefill scan: the target's, or forced
+    "rope_cache": ("separate", ("fused",)),  # decode: RoPE then the cache write, or one kernel
 }
 
 

@@ -110,24 +110,15 @@ def _table(values: list[float], i: tirx.PrimExpr) -> tirx.PrimExpr:
     return expr
 
 
-def rope_qkv(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int, v_dim: int, rows: int,
-             base: float, owns_kv: bool = True, dtype: str = "float32") -> tirx.PrimFunc:
-    """RoPE (rotate_half, all qk_dim dims, inv_freq from `base`) on q and k, heads split out:
-    (proj [B, S, rows], positions [B, S] int32) -> q [B, H, S, DQ] (+ k [B, KV, S, DQ],
-    v [B, KV, S, DV] for owner layers). S symbolic (1 at decode).
-
-    cos/sin are float32 functions of the integer position (pads, position -1, use 0), rounded to
-    `dtype` as the reference and the official code do; in bf16 every product and the sum are
-    rounded to bf16 as in the reference's bf16 arithmetic, in fp32 it is plain fp32 math."""
-    check_dtype(dtype)
+def _rope_parts(num_heads: int, qk_dim: int, base: float, dtype: str):
+    """(half, rot, cos_sin_and_q): the pieces of RoPE shared by `rope_qkv` and
+    `rope_cache_write`. rot(x0, x1, c, s, sign) = x0 * c + sign * x1 * s in the reference's
+    arithmetic (each product and the sum rounded to bf16 for bf16), cast to `dtype`;
+    cos_sin_and_q(proj, pos, q, cs, sn, vb, vt) fills cos/sin of the position pos[vb, vt] and
+    rotates every q head of token (vb, vt)."""
     if qk_dim % 2:
         raise ValueError(f"qk_dim must be even for rotate_half, got {qk_dim}")
-    B, H, KV, DQ, DV = batch, num_heads, num_kv_heads, qk_dim, v_dim
-    half = DQ // 2
-    need = H * DQ + (KV * (DQ + DV) if owns_kv else 0)
-    if rows < need:
-        raise ValueError(f"rows={rows} is smaller than the q/k/v slices ({need})")
-    K0, K1, V0 = H * DQ, H * DQ + half, H * DQ + KV * DQ  # k's first and second halves, v
+    H, DQ, half = num_heads, qk_dim, qk_dim // 2
     freqs = rope_inv_freq_f32(DQ, base)
     bf16 = dtype == "bfloat16"
 
@@ -151,6 +142,26 @@ def rope_qkv(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int, v_dim: 
                 q[vb, h, vt, half + i] = rot(T.Cast("float32", proj[vb, vt, h * DQ + half + i]),
                                              T.Cast("float32", proj[vb, vt, h * DQ + i]),
                                              cs[i], sn[i], T.float32(1))
+
+    return half, rot, cos_sin_and_q
+
+
+def rope_qkv(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int, v_dim: int, rows: int,
+             base: float, owns_kv: bool = True, dtype: str = "float32") -> tirx.PrimFunc:
+    """RoPE (rotate_half, all qk_dim dims, inv_freq from `base`) on q and k, heads split out:
+    (proj [B, S, rows], positions [B, S] int32) -> q [B, H, S, DQ] (+ k [B, KV, S, DQ],
+    v [B, KV, S, DV] for owner layers). S symbolic (1 at decode).
+
+    cos/sin are float32 functions of the integer position (pads, position -1, use 0), rounded to
+    `dtype` as the reference and the official code do; in bf16 every product and the sum are
+    rounded to bf16 as in the reference's bf16 arithmetic, in fp32 it is plain fp32 math."""
+    check_dtype(dtype)
+    B, H, KV, DQ, DV = batch, num_heads, num_kv_heads, qk_dim, v_dim
+    half, rot, cos_sin_and_q = _rope_parts(H, DQ, base, dtype)
+    need = H * DQ + (KV * (DQ + DV) if owns_kv else 0)
+    if rows < need:
+        raise ValueError(f"rows={rows} is smaller than the q/k/v slices ({need})")
+    K0, K1, V0 = H * DQ, H * DQ + half, H * DQ + KV * DQ  # k's first and second halves, v
 
     if owns_kv:
         @T.prim_func(s_tir=True)
@@ -734,6 +745,64 @@ def kv_cache_write_global(batch: int, num_kv_heads: int, qk_dim: int, v_dim: int
                         symbol)
 
 
+def rope_cache_write(batch: int, num_heads: int, num_kv_heads: int, qk_dim: int, v_dim: int,
+                     rows: int, base: float, window: int | None, num_meta: int,
+                     capacity: int | None = None, dtype: str = "float32",
+                     cache_dtype: str | None = None) -> tirx.PrimFunc:
+    """Decode of an owner layer, RoPE fused with the cache write (fusion `rope_cache=fused`):
+    (proj [B, 1, rows], pos [B, 1] int32, k_cache, v_cache) -> q [B, H, 1, DQ] (the last
+    parameter, as `call_tir_inplace` appends fresh outputs), and in place the
+    rotated k and the v of each row written straight into the cache slot of its position (the
+    `kv_cache_write_*` slot rule: ring M + W for a window, else capacity CAP, symbolic when
+    None). The same arithmetic as `rope_qkv` then `kv_cache_write_*` (k rotated in `dtype`, then
+    cast to `cache_dtype`); a row with pos < 0 or a slot outside the cache writes no k/v."""
+    check_dtype(dtype)
+    cache_dtype = check_dtype(cache_dtype or dtype)
+    B, H, KV, DQ, DV, M = batch, num_heads, num_kv_heads, qk_dim, v_dim, num_meta
+    half, rot, cos_sin_and_q = _rope_parts(H, DQ, base, dtype)
+    if rows < H * DQ + KV * (DQ + DV):
+        raise ValueError(f"rows={rows} is smaller than the q/k/v slices ({H * DQ + KV * (DQ + DV)})")
+    K0, K1, V0 = H * DQ, H * DQ + half, H * DQ + KV * DQ
+    CAP = M + window if window is not None else _cap(capacity)
+
+    def slot(pos, vb):
+        return _slot(T.Cast("int64", pos[vb, 0]), M, window)
+
+    @T.prim_func(s_tir=True)
+    def fused(proj_h: T.handle, pos_h: T.handle, kc_h: T.handle, vc_h: T.handle, q_h: T.handle):
+        proj = T.match_buffer(proj_h, (B, 1, rows), dtype)
+        pos = T.match_buffer(pos_h, (B, 1), "int32")
+        q = T.match_buffer(q_h, (B, H, 1, DQ), dtype)
+        kc = T.match_buffer(kc_h, (B, KV, CAP, DQ), cache_dtype)
+        vc = T.match_buffer(vc_h, (B, KV, CAP, DV), cache_dtype)
+        for b in range(T.int64(B)):
+            with T.sblock("token"):
+                vb = T.axis.spatial(B, b)
+                cs = T.sblock_alloc_buffer((half,), "float32", scope="local")
+                sn = T.sblock_alloc_buffer((half,), "float32", scope="local")
+                cos_sin_and_q(proj, pos, q, cs, sn, vb, T.int64(0))
+                if pos[vb, 0] >= 0 and slot(pos, vb) < CAP:
+                    for h, i in T.grid(KV, half):
+                        with T.sblock("k_rope"):
+                            kc[vb, h, slot(pos, vb), i] = T.Cast(cache_dtype, rot(
+                                T.Cast("float32", proj[vb, 0, K0 + h * DQ + i]),
+                                T.Cast("float32", proj[vb, 0, K1 + h * DQ + i]),
+                                cs[i], sn[i], T.float32(-1)))
+                            kc[vb, h, slot(pos, vb), half + i] = T.Cast(cache_dtype, rot(
+                                T.Cast("float32", proj[vb, 0, K1 + h * DQ + i]),
+                                T.Cast("float32", proj[vb, 0, K0 + h * DQ + i]),
+                                cs[i], sn[i], T.float32(1)))
+                    for h, e in T.grid(KV, DV):
+                        with T.sblock("v_copy"):
+                            vc[vb, h, slot(pos, vb), e] = T.Cast(cache_dtype,
+                                                                 proj[vb, 0, V0 + h * DV + e])
+
+    kind = f"sw{window}_m{M}" if window is not None else f"global_{_cap_tag(capacity)}"
+    return finish(fused, "rope_cache_write",
+                  f"rope_cache_{kind}_b{B}_h{H}x{KV}_d{DQ}x{DV}_r{rows}_base{base:g}_{dtype}"
+                  f"_{cache_dtype}")
+
+
 def _cache_fill(batch: int, num_kv_heads: int, qk_dim: int, v_dim: int, capacity: int | None,
                 num_meta: int, window: int | None, dtype: str, cache_dtype: str,
                 symbol: str) -> tirx.PrimFunc:
@@ -825,4 +894,8 @@ EXAMPLES = [
     (kv_cache_write_global, (4, 5, 64, 128, None, "float32", "bfloat16")),
     (kv_cache_fill_sliding, (1, 5, 64, 128, 1024, 128, "float32", "bfloat16")),
     (kv_cache_fill_global, (1, 5, 64, 128, None, "float32", "bfloat16")),
+    (rope_cache_write, (4, 25, 5, 64, 128, 8960, HYMBA_BASE, 1024, 128, None, "float32",
+                        "bfloat16")),
+    (rope_cache_write, (4, 25, 5, 64, 128, 8960, HYMBA_BASE, None, 128, None, "float32",
+                        "bfloat16")),
 ]

@@ -81,6 +81,7 @@ BUDGETS = {
     "rmsnorm": STREAM, "add_rmsnorm": STREAM, "norm_average": STREAM,
     "hybrid_combine_decode": STREAM, "gemv": STREAM, "gate_up_gemv": STREAM,
     "lm_head_decode": STREAM, "embedding": STREAM, "rope": STREAM, "kv_cache_write": STREAM,
+    "rope_cache_write": STREAM, "silu_mul": STREAM,
     "kv_cache_fill": STREAM, "causal_conv1d": STREAM, "causal_conv1d_step": STREAM,
     "ssm_input_split": STREAM,
     "matmul": TILE, "gate_up_matmul": TILE, "lm_head_prefill": TILE,

@@ -57,6 +57,17 @@ def rope_tokens(func, target):
     return sch
 
 
+@cpu_rule("rope_cache_write", "rows")
+def rope_cache_rows(func, target):
+    """As `rope`'s rule per row (rows in parallel, cos/sin unrolled, rotations and the v copy
+    vectorised), the k and v rows written straight into their cache slot."""
+    sch = _schedule(func)
+    sch.parallel(_loops(sch, "token")[0])
+    sch.unroll(_loops(sch, "cos_sin")[-1])
+    _vectorize_last(sch, ["q_rope", "k_rope", "v_copy"])
+    return sch
+
+
 def _has(sch, name: str) -> bool:
     try:
         sch.get_sblock(name)

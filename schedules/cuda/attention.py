@@ -45,6 +45,16 @@ def rope_token_lanes(func, target):
     return sch
 
 
+@cuda_rule("rope_cache_write", "token_lanes")
+def rope_cache_token_lanes(func, target):
+    """As `rope`'s: a block per row, cos/sin in shared memory, then every rotated q and k
+    element and copied v element a lane, k and v stored straight into their cache slot."""
+    sch = s_tir.Schedule(func, enable_check=False)
+    schedule_children(sch, sch.get_sblock("token"), THREADS)
+    to_shared(sch, {"cos_sin": ("cs", "sn")})
+    return sch
+
+
 # the tiles in shared memory (writer block -> buffers): everything the lanes exchange
 _PREFILL_SHARED = {"load_q": ("qs",), "load_k": ("kt",), "load_v": ("vt",), "score": ("sc",),
                    "init_stats": ("mx", "sm"), "max": ("al",)}

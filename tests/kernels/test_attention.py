@@ -99,6 +99,52 @@ def test_rope(variant, shape, length, base, start, pad, seed):
         assert torch.equal(v, v_ref)
 
 
+# fused decode RoPE + cache write: (batch, heads, kv heads, q/k dim, v dim, window, meta, capacity,
+# dtype, cache dtype); window None = a global layer (capacity None: symbolic)
+ROPE_CACHE_SHAPES = [(2, 5, 1, 64, 128, 8, 4, None, "float32", "bfloat16"),
+                     (3, 4, 2, 6, 3, None, 2, 24, "float32", "float32"),
+                     (1, 2, 2, 24, 8, 3, 0, None, "bfloat16", "bfloat16"),
+                     (2, 1, 1, 2, 24, None, 1, None, "float32", "bfloat16")]
+
+
+@pytest.mark.parametrize("variant", with_pocl(variants("rope_cache_write", CPU)))
+@settings(max_examples=12, deadline=None)
+@given(shape=st.sampled_from(ROPE_CACHE_SHAPES), base=BASES, positions=st.lists(
+    st.integers(-1, 3000), min_size=3, max_size=3), seed=st.integers(0, 2**16))
+def test_rope_cache_write(variant, shape, base, positions, seed):
+    """q rotated as the reference's apply_rope; the rotated k and the v of each row in its
+    cache slot (ring slot M + (p - M) mod W, or p), in the cache dtype; every other slot (and
+    every slot of a row at position -1, or past a global cache's end) untouched."""
+    batch, h, kv, dq, dv, window, meta, capacity, dtype, cache_dtype = shape
+    t, tc = TORCH_DTYPES[dtype], TORCH_DTYPES[cache_dtype]
+    rows = h * dq + kv * (dq + dv) + 5
+    cap = meta + window if window is not None else (capacity or 40)
+    g = torch.Generator().manual_seed(seed)
+    proj = torch.randn(batch, 1, rows, generator=g).to(t)
+    pos = torch.tensor(positions[:batch], dtype=torch.int32)[:, None]
+    q = torch.empty(batch, h, 1, dq, dtype=t)
+    kc = torch.randn(batch, kv, cap, dq, generator=g).to(tc)
+    vc = torch.randn(batch, kv, cap, dv, generator=g).to(tc)
+    k_want, v_want = kc.clone(), vc.clone()
+    kern = cached_kernel(A.rope_cache_write, (batch, h, kv, dq, dv, rows, base, window, meta,
+                                              capacity, dtype, cache_dtype), variant)
+    kern(proj, pos, kc, vc, q)
+
+    cos, sin = rope_cos_sin(pos.long().clamp(min=0), dq, base, t)
+    heads_of = lambda x, n: x.view(batch, 1, n, -1).transpose(1, 2)  # noqa: E731
+    assert_close(q, apply_rope(heads_of(proj[..., : h * dq], h), cos, sin), dtype, scale=4.0)
+    k_new = apply_rope(heads_of(proj[..., h * dq: (h + kv) * dq], kv), cos, sin)
+    v_new = heads_of(proj[..., (h + kv) * dq: (h + kv) * dq + kv * dv], kv)
+    for b in range(batch):
+        p = int(pos[b])
+        slot = p if window is None or p < meta else meta + (p - meta) % window
+        if p >= 0 and slot < cap:
+            k_want[b, :, slot] = k_new[b, :, 0].to(tc)
+            v_want[b, :, slot] = v_new[b, :, 0].to(tc)
+    assert_close(kc, k_want, cache_dtype, scale=4.0)
+    assert torch.equal(vc, v_want)
+
+
 # ---------------------------------------------------------------------------------------------
 # Prefill
 # ---------------------------------------------------------------------------------------------
