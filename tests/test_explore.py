@@ -158,14 +158,16 @@ def test_fusion_variants_are_validated_and_listed():
     same = ProgramSpec(preset("tiny"), "float32", (1,), (("combine", "fused"),))
     assert same.fusions == () and same.digest() == default.digest()
     labels = [p for p in fusion_points(None, "cpu")]
-    assert labels[0] == {} and {"combine": "unfused"} in labels
+    assert labels[0] == {} and {"combine": "unfused"} in labels and {"rope_cache": "fused"} in labels
     assert {"scan": "sequential"} not in labels  # what the CPU uses anyway
 
 
-def test_unfused_program_matches_eager(tmp_path):
-    """combine and gate_up unfused (norm_average + GEMV, two GEMVs/GEMMs + silu_mul): logits
-    and greedy tokens against the eager reference on the tiny preset."""
-    row = parity({"combine": "unfused", "gate_up": "unfused"}, "cpu", str(tmp_path))
+def test_fusion_variants_program_matches_eager(tmp_path):
+    """combine and gate_up unfused (norm_average + GEMV, two GEMVs/GEMMs + silu_mul) and RoPE
+    fused with the cache write, in one program: logits and greedy tokens against the eager
+    reference on the tiny preset."""
+    row = parity({"combine": "unfused", "gate_up": "unfused", "rope_cache": "fused"}, "cpu",
+                 str(tmp_path))
     assert row["status"] == "ok", row
     assert row["greedy_equal"] and row["parity_max_abs"] <= 1e-3 * row["parity_scale"]
 
