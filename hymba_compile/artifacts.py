@@ -37,7 +37,7 @@ from pathlib import Path
 
 import tvm
 
-from .choices import choices_key, choices_path, read_choices
+from .choices import TUNED, Choice, choices_key, choices_path, read_choices, tuned_dir
 from .errors import HymbaError
 from .program_spec import ProgramSpec
 from .targets import is_cpu_target
@@ -90,7 +90,7 @@ def source_digest() -> str:
 
 
 def artifact_key(spec: ProgramSpec, target: str, variants: dict | None = None,
-                 cuda_graph: bool = True) -> str:
+                 cuda_graph: bool = True, tuned_records: str | None = None) -> str:
     """The cache key of the executable for `spec` on `target` (named target, e.g. "cpu",
     "cuda:sm_90"). Needs TVM's compiler (the target's full description, e.g. the host CPU)."""
     from schedules import named_target  # noqa: PLC0415
@@ -99,6 +99,8 @@ def artifact_key(spec: ProgramSpec, target: str, variants: dict | None = None,
              "target": str(named_target(target)), "sources": source_digest(), **versions()}
     if not is_cpu_target(target):
         parts["cuda_graph"] = bool(cuda_graph)
+    if tuned_records is not None:  # a "tuned" choice: the database's contents
+        parts["tuned_records"] = tuned_records
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
@@ -222,7 +224,8 @@ def ensure_compiled(spec: ProgramSpec, target: str = "cpu", cache_dir: str | os.
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if variants is None:
         variants, _ = target_choices(root, target)
-    key = artifact_key(spec, target, variants, cuda_graph)
+    tdir, records = _tuned_database(root, target, variants)
+    key = artifact_key(spec, target, variants, cuda_graph, records)
     entry = root / key
     if entry.exists() and not force:
         problem = verify(entry, key)
@@ -236,11 +239,24 @@ def ensure_compiled(spec: ProgramSpec, target: str = "cpu", cache_dir: str | os.
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise HymbaError(f"cannot create the compile cache folder {root}: {e}") from None
-    return _compile_into(entry, key, spec, target, variants, progress, cuda_graph)
+    return _compile_into(entry, key, spec, target, variants, progress, cuda_graph, tdir)
+
+
+def _tuned_database(root: Path, target: str, variants: dict) -> tuple[Path | None, str | None]:
+    """(the target's tuning database folder, sha256 of its records) when a choice is "tuned",
+    else (None, None)."""
+    if not any(Choice.coerce(c).variant == TUNED for c in variants.values()):
+        return None, None
+    from schedules.target import host_mcpu  # noqa: PLC0415
+
+    folder = tuned_dir(root, target, host_mcpu() if is_cpu_target(target) else None)
+    records = folder / "database_tuning_record.json"
+    return folder, _sha256(records) if records.is_file() else "none"
 
 
 def _compile_into(entry: Path, key: str, spec: ProgramSpec, target: str,
-                  variants: dict | None, progress: bool, cuda_graph: bool) -> Artifact:
+                  variants: dict | None, progress: bool, cuda_graph: bool,
+                  tdir: Path | None = None) -> Artifact:
     from tqdm import tqdm  # noqa: PLC0415
 
     from schedules import named_target  # noqa: PLC0415
@@ -258,7 +274,7 @@ def _compile_into(entry: Path, key: str, spec: ProgramSpec, target: str,
             try:
                 details = build_and_export(
                     spec, tgt, target, variants, library, cuda_graph,
-                    on_kernel=lambda _: bar.update(),
+                    tuned_dir=tdir, on_kernel=lambda _: bar.update(),
                     on_stage=lambda s: bar.set_description(f"{target}: {s}"))
             except CudaCompileError as e:  # nvcc missing or failing: names the arch and kernel
                 raise HymbaError(f"cannot compile the {target} program: {e}; programs in "

@@ -17,10 +17,11 @@ from schedules import apply_schedule, named_target
 from schedules.options import BUILDER_FAMILY
 from schedules.registry import family_of
 
-from .choices import LIBRARY, Choice
+from .choices import LIBRARY, TUNED, Choice
 
 
 _CHOICES: contextvars.ContextVar[dict] = contextvars.ContextVar("kernel_choices", default={})
+_TUNED_DIR: contextvars.ContextVar = contextvars.ContextVar("tuned_dir", default=None)
 _BUILD_SECONDS = [0.0]  # scheduling + tvm.compile time of every build_kernel call so far
 
 
@@ -37,6 +38,26 @@ def choosing(choices: dict[str, Choice]):
         yield
     finally:
         _CHOICES.reset(token)
+
+
+@contextlib.contextmanager
+def tuning_database(folder):
+    """Within the block, variant "tuned" takes its schedules from the MetaSchedule database in
+    `folder` (`python -m hymba_compile tune`)."""
+    token = _TUNED_DIR.set(folder)
+    try:
+        yield
+    finally:
+        _TUNED_DIR.reset(token)
+
+
+def tuned_schedule(func: tvm.tirx.PrimFunc, tgt: tvm.target.Target, folder=None):
+    """The tuned schedule of `func` from the database in `folder` (default: the one set by
+    `tuning_database`), None when it has no record of this workload."""
+    from schedules.tuned import apply_tuned
+
+    folder = folder if folder is not None else _TUNED_DIR.get()
+    return None if folder is None else apply_tuned(func, tgt, folder)
 
 
 def knobbed(builder, *args, **kwargs) -> tvm.tirx.PrimFunc:
@@ -78,7 +99,14 @@ def build_kernel(func: tvm.tirx.PrimFunc, target: str = "cpu", variant: str | No
 
         return library_kernel(func, target)
     t0 = time.perf_counter()
-    mod = apply_schedule(func, tgt, variant, knobs)
+    if variant == TUNED:
+        sch = tuned_schedule(func, tgt)
+        if sch is None:
+            raise ValueError(f"the tuning database {_TUNED_DIR.get()} has no record of "
+                             f"{func.attrs['global_symbol']}")
+        mod = sch.mod
+    else:
+        mod = apply_schedule(func, tgt, variant, knobs)
     exe = tvm.compile(mod, target=tgt)
     _BUILD_SECONDS[0] += time.perf_counter() - t0
     return Kernel(str(func.attrs["global_symbol"]), variant or "default", target, exe.mod)

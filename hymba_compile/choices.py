@@ -19,6 +19,7 @@ from pathlib import Path
 from .errors import HymbaError
 
 LIBRARY = "library"  # the pseudo-variant that calls a vendor BLAS (hymba_compile/library.py)
+TUNED = "tuned"  # the pseudo-variant applying the target's MetaSchedule database (`tune`)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,11 @@ def target_key(target_name: str, mcpu: str | None = None) -> str:
 
 def choices_path(cache_root: Path, target_name: str, mcpu: str | None = None) -> Path:
     return Path(cache_root) / "choices" / f"{target_key(target_name, mcpu)}.json"
+
+
+def tuned_dir(cache_root: Path, target_name: str, mcpu: str | None = None) -> Path:
+    """The folder of the target's MetaSchedule database under a cache root (`tune`'s default)."""
+    return Path(cache_root) / "tuned" / target_key(target_name, mcpu)
 
 
 def read_choices(path: Path) -> dict[str, Choice]:

@@ -32,7 +32,7 @@ from ir.common import KERNEL_ATTR
 from schedules.registry import schedule
 from schedules.options import BUILDER_FAMILY, build_for
 
-from .choices import LIBRARY, Choice
+from .choices import LIBRARY, TUNED, Choice
 from .config import HymbaConfig
 from .program_layer import DecodeSteps, SequenceSteps, layer
 from .program_spec import ProgramSpec, cache_shapes, owner_layers  # noqa: F401 - re-exported
@@ -50,8 +50,8 @@ class _Kernels:
     """Scheduled PrimFuncs added to the module once each, by global symbol."""
 
     def __init__(self, bb: relax.BlockBuilder, target: tvm.target.Target,
-                 variants: dict[str, "Choice | str"], on_kernel=None):
-        self.bb, self.target = bb, target
+                 variants: dict[str, "Choice | str"], on_kernel=None, tuned_dir=None):
+        self.bb, self.target, self.tuned_dir = bb, target, tuned_dir
         self.choices = {family: Choice.coerce(c) for family, c in variants.items()}
         self.gvars: dict[str, relax.GlobalVar] = {}
         self.chosen: dict[str, str] = {}
@@ -63,9 +63,16 @@ class _Kernels:
         if symbol not in self.gvars:
             family = str(func.attrs[KERNEL_ATTR])
             choice = self.choices.get(family, Choice())
-            mod, used = schedule(func, self.target, choice.variant,
-                                 dict(choice.rule_knobs) or None)
-            used = choice.label() if choice != Choice() else used
+            if choice.variant == TUNED:  # the database's schedule; else the default rule
+                from .build import tuned_schedule
+
+                sch = tuned_schedule(func, self.target, self.tuned_dir)
+                mod, used = (sch.mod, TUNED) if sch is not None else schedule(func, self.target)
+                used = used if sch is not None else f"{used} (no tuned record)"
+            else:
+                mod, used = schedule(func, self.target, choice.variant,
+                                     dict(choice.rule_knobs) or None)
+                used = choice.label() if choice != Choice() else used
             scheduled = mod["main"]
             # opaque: Relax's FuseOps must leave our scheduled kernels whole (fusing an in-place
             # two-output cache write into a one-op group breaks FuseTIR on CUDA)
@@ -299,13 +306,15 @@ def _add_decode(kernels: _Kernels, spec: ProgramSpec, B: int) -> None:
 
 
 def build_program(spec: ProgramSpec, target: tvm.target.Target,
-                  variants: dict[str, str] | None = None, on_kernel=None):
+                  variants: dict[str, str] | None = None, on_kernel=None, tuned_dir=None):
     """The Relax IRModule of `spec` for `target` and the schedule variant chosen per kernel
     symbol. `variants` maps a kernel family to a named schedule variant or a `Choice` (variant,
     rule knobs, builder knobs; "library": a vendor-BLAS call) (default: each family's
-    default); `on_kernel(symbol)` is called as each kernel is scheduled."""
+    default; "tuned": the record of the MetaSchedule database in `tuned_dir`, the default rule
+    for a kernel it has no record of); `on_kernel(symbol)` is called as each kernel is
+    scheduled."""
     bb = relax.BlockBuilder()
-    kernels = _Kernels(bb, target, variants or {}, on_kernel)
+    kernels = _Kernels(bb, target, variants or {}, on_kernel, tuned_dir)
     _add_prefix(kernels, spec)
     _add_prefill(kernels, spec)
     _add_logits(kernels, spec)

@@ -37,10 +37,11 @@ def _kernel_table(mod: tvm.ir.IRModule, chosen: dict[str, str]) -> dict[str, dic
 
 def build_and_export(spec: ProgramSpec, tgt: tvm.target.Target, target_name: str,
                      variants: dict[str, str] | None, library: str | os.PathLike,
-                     cuda_graph: bool = True, on_kernel=None, on_stage=None) -> dict:
+                     cuda_graph: bool = True, on_kernel=None, on_stage=None,
+                     tuned_dir=None) -> dict:
     """Build `spec` for `tgt`, export the library to `library`; the manifest's details."""
     stage = on_stage or (lambda _s: None)
-    mod, chosen = build_program(spec, tgt, variants, on_kernel=on_kernel)
+    mod, chosen = build_program(spec, tgt, variants, on_kernel=on_kernel, tuned_dir=tuned_dir)
     stage(f"compiling {len(chosen)} kernels ({tgt.kind.name})")
     executable, lowered = compile_relax(mod, tgt, cuda_graph)
     kernels = _kernel_table(mod, chosen)

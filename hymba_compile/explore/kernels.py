@@ -25,8 +25,8 @@ import torch
 
 from ..bench.kernels import KernelCase, all_cases
 from ..bench.timing import median_ms
-from ..build import build_seconds, choosing
-from ..choices import Choice
+from ..build import build_seconds, choosing, knobbed, tuned_schedule
+from ..choices import TUNED, Choice
 from .space import points
 
 FP32_RTOL, BF16_RTOL = 1e-4, 2.0 ** -5
@@ -73,6 +73,22 @@ def select(families: list[str] | None, only: list[str] | None) -> list[CaseFamil
 def known_families() -> list[str]:
     """Every family some bench case runs."""
     return sorted({f for case in all_cases() if case.kernels for f in case_families(case)})
+
+
+def has_tuned_records(case: KernelCase, family: str, target) -> bool:
+    """Whether the tuning database in use (`build.tuning_database`) has a record for every
+    kernel of `family` the case runs, at the case's sizes."""
+    from schedules.registry import family_of
+
+    found = False
+    for call in case.kernels:
+        func = knobbed(call.builder, *call.args, **call.kwargs)
+        if family_of(func) != family:
+            continue
+        if tuned_schedule(func, target) is None:
+            return False
+        found = True
+    return found
 
 
 def seeded_setup(case: KernelCase):
@@ -132,7 +148,10 @@ def explore_case(cf: CaseFamilies, target, target_name: str, repeat: int,
     rows = []
     default_ms = None
     for family in cf.families:
-        for choice in points(family, target, target_name, variants):
+        pts = points(family, target, target_name, variants)
+        if (variants is None or TUNED in variants) and has_tuned_records(case, family, target):
+            pts.append(Choice(TUNED))
+        for choice in pts:
             if choice == Choice() and default_ms is not None:
                 continue  # the default point is the same for every family of the case
             row = run_point(case, family, choice, reference, repeat)

@@ -47,14 +47,15 @@ def _label(fusions: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in fusions.items()) or "default"
 
 
-def parity(fusions: dict, target: str, cache: str) -> dict:
-    """The variant on the tiny preset (fp32) against the eager reference."""
+def parity(fusions: dict, target: str, cache: str, variants: dict | None = None) -> dict:
+    """The variant on the tiny preset (fp32) against the eager reference (`variants`: the kernel
+    choices, {} = the hand-written defaults)."""
     from .. import load
 
     ids = torch.tensor([[1, 7, 42, 3, 99, 5, 18, 250, 11, 64]])
     eager = load("tiny", backend="eager", dtype="float32")
     ours = load("tiny", dtype="float32", target=target, cache_dir=cache, fusions=fusions,
-                decode_batches=(1,), progress=False)
+                decode_batches=(1,), progress=False, variants=variants or {})
     want_logits, _ = eager.backend.prefill(ids, None)
     got_logits, _ = ours.backend.prefill(ids, None)
     err = (got_logits.float() - want_logits.float()).abs().max().item()
@@ -69,13 +70,14 @@ def parity(fusions: dict, target: str, cache: str) -> dict:
 
 
 def time_variant(fusions: dict, model: str, dtype: str, target: str, cache: str,
-                 repeat: int, decode_steps: int, prefill_tokens: int) -> dict:
+                 repeat: int, decode_steps: int, prefill_tokens: int,
+                 variants: dict | None = None) -> dict:
     """Cold compile, then decode tok/s at batch 1 and 4 and prefill tok/s."""
     from .. import load
 
     t0 = time.perf_counter()
     m = load(model, dtype=dtype, target=target, cache_dir=cache, fusions=fusions,
-             decode_batches=(1, 4), progress=False)
+             decode_batches=(1, 4), progress=False, variants=variants or {})
     compile_s = time.perf_counter() - t0
     backend, config = m.backend, m.config
     row = {"compile_s": round(compile_s, 1)}
@@ -104,18 +106,27 @@ def explore_model(model: str, dtype: str, target: str, out: Path, only: list[str
     if len(pts) == 1 and only:
         raise InputError(f"no fusion variant matches {only}; known: " + ", ".join(
             f"{n}={v}" for n, (_, o) in FUSIONS.items() for v in o))
+    # the hand-written defaults, then the kernel choices `explore` recorded for this machine
+    # (their end-to-end effect), then each fusion variant over the defaults
+    recorded = {}
+    if cache_root is not None:
+        from ..artifacts import target_choices
+
+        recorded, _ = target_choices(cache_root, target)
+    programs = [({}, {})] + ([({}, recorded)] if recorded else []) + [(f, {}) for f in pts[1:]]
     rows = []
     with tempfile.TemporaryDirectory(prefix="hymba-explore-") as cache, \
-            tqdm(total=len(pts), desc="explore model", unit=" program") as bar:
-        for fusions in pts:
-            label = _label(fusions)
+            tqdm(total=len(programs), desc="explore model", unit=" program") as bar:
+        for fusions, variants in programs:
+            label = _label(fusions) if not variants else "recorded kernel choices"
             bar.set_description(f"explore model: {label}")
-            row = {"variant": label, "fusions": fusions, "model": model, "dtype": dtype}
+            row = {"variant": label, "fusions": fusions, "model": model, "dtype": dtype,
+                   "kernel_choices": {f: c.label() for f, c in variants.items()}}
             try:
-                row.update(parity(fusions, target, cache))
+                row.update(parity(fusions, target, cache, variants))
                 if row["status"] == "ok":
                     row.update(time_variant(fusions, model, dtype, target, cache, repeat,
-                                            decode_steps, prefill_tokens))
+                                            decode_steps, prefill_tokens, variants))
             except Exception as e:  # noqa: BLE001  a failing variant is reported, not ranked
                 row.update(status="failed", error=str(e).splitlines()[0][:300])
             rows.append(row)

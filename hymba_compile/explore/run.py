@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from ..choices import choices_path, read_choices, write_choices
+from ..build import tuning_database
+from ..choices import choices_path, read_choices, tuned_dir, write_choices
 from ..errors import InputError
 from . import choose, report
 from .cuda import explore_case_cuda
@@ -39,7 +40,9 @@ def explore_kernels(target_name: str, out: Path, families: list[str] | None = No
     total = sum(len(points(f, target, target_name, variants)) - 1 for cf in selected
                 for f in cf.families) + len(selected)
     rows: list[dict] = []
-    with tqdm(total=total, desc="explore", unit=" point") as bar:
+    database = tuned_dir(cache_root, target_name, host_mcpu() if cpu else None) \
+        if cache_root is not None else None
+    with tqdm(total=total, desc="explore", unit=" point") as bar, tuning_database(database):
         for cf in selected:
             bar.set_description(f"explore {cf.case.name}")
             if cpu:
