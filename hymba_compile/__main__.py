@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .explore.cli import add_parser as add_explore_parser
 
     add_explore_parser(sub)
+    from .tune_cli import add_parser as add_tune_parser
+
+    add_tune_parser(sub)
     return parser
 
 
@@ -352,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"generate": cmd_generate, "compile": cmd_compile, "info": cmd_info,
                     "train-demo": cmd_train_demo, "bench": cmd_bench, "explore": cmd_explore}
+        from .tune_cli import run as cmd_tune
+
+        commands["tune"] = cmd_tune
         return commands[args.command](args)
     except HymbaError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -50,8 +50,11 @@ class _Kernels:
     """Scheduled PrimFuncs added to the module once each, by global symbol."""
 
     def __init__(self, bb: relax.BlockBuilder, target: tvm.target.Target,
-                 variants: dict[str, "Choice | str"], on_kernel=None, tuned_dir=None):
+                 variants: dict[str, "Choice | str"], on_kernel=None, tuned_dir=None,
+                 scheduling: bool = True):
         self.bb, self.target, self.tuned_dir = bb, target, tuned_dir
+        self.scheduling = scheduling  # False: collect the kernels as ir/ built them
+        self.unscheduled: dict[str, tirx.PrimFunc] = {}
         self.choices = {family: Choice.coerce(c) for family, c in variants.items()}
         self.gvars: dict[str, relax.GlobalVar] = {}
         self.chosen: dict[str, str] = {}
@@ -60,6 +63,9 @@ class _Kernels:
 
     def __call__(self, func: tirx.PrimFunc) -> relax.GlobalVar:
         symbol = str(func.attrs["global_symbol"])
+        if symbol not in self.gvars and not self.scheduling:
+            self.unscheduled[symbol] = func
+            self.gvars[symbol] = self.bb.add_func(func, symbol)
         if symbol not in self.gvars:
             family = str(func.attrs[KERNEL_ATTR])
             choice = self.choices.get(family, Choice())
@@ -315,9 +321,23 @@ def build_program(spec: ProgramSpec, target: tvm.target.Target,
     scheduled."""
     bb = relax.BlockBuilder()
     kernels = _Kernels(bb, target, variants or {}, on_kernel, tuned_dir)
+    _add_functions(kernels, spec)
+    return bb.get(), dict(kernels.chosen)
+
+
+def program_kernels(spec: ProgramSpec, target: tvm.target.Target,
+                    variants: dict | None = None) -> list[tirx.PrimFunc]:
+    """Every distinct kernel the program of `spec` calls on `target`, as ir/ built it (the
+    target's and the variants' builder knobs, no schedule), in symbol order: what `tune`
+    tunes."""
+    kernels = _Kernels(relax.BlockBuilder(), target, variants or {}, scheduling=False)
+    _add_functions(kernels, spec)
+    return [kernels.unscheduled[s] for s in sorted(kernels.unscheduled)]
+
+
+def _add_functions(kernels: _Kernels, spec: ProgramSpec) -> None:
     _add_prefix(kernels, spec)
     _add_prefill(kernels, spec)
     _add_logits(kernels, spec)
     for b in spec.decode_batches:
         _add_decode(kernels, spec, b)
-    return bb.get(), dict(kernels.chosen)
