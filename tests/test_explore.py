@@ -10,7 +10,7 @@ from hymba_compile import load
 from hymba_compile.__main__ import main
 from hymba_compile.artifacts import ensure_compiled, read_manifest
 from hymba_compile.bench.kernels import KernelCase, Prepared
-from hymba_compile.choices import LIBRARY, Choice, choices_path, read_choices
+from hymba_compile.choices import LIBRARY, TUNED, Choice, choices_path, read_choices, tuned_dir
 from hymba_compile.config import preset
 from hymba_compile.cuda_compile import find_nvcc
 from hymba_compile.errors import HymbaError
@@ -191,3 +191,27 @@ def test_cuda_kernel_scope_builds_checks_on_pocl_and_reports_resources(tmp_path,
             assert r["pocl_err"] <= r["tolerance"] and r["registers"] > 0
             assert r["spill_bytes"] == 0
     assert not (tmp_path / "cache" / "choices").exists()
+
+
+@pytest.mark.slow
+def test_recorded_tuned_choice_builds_tuned_kernels(tmp_path):
+    """`tune` the tiny program's decode GEMVs into the cache's database, record "tuned" as the
+    gemv choice: the program takes the database's schedule for every GEMV it has a record of
+    (all of them: decode sizes are static), and generates what eager does."""
+    from hymba_compile.tune import tune
+
+    summary = tune("tiny", "cpu", ["gemv"], trials=4, out=tuned_dir(tmp_path, "cpu", host_mcpu()),
+                   dtype="float32", decode_batches=(1,), echo=lambda _: None)
+    assert summary["kernels"] and all(r.get("ok") for r in summary["kernels"])
+    path = choices_path(tmp_path, "cpu", host_mcpu())
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"target": "cpu", "families": {"gemv": {"variant": TUNED}}}))
+    spec = ProgramSpec(preset("tiny"), "float32", (1,))
+    manifest = read_manifest(ensure_compiled(spec, "cpu", tmp_path, progress=False).path)
+    gemvs = [k["variant"] for k in manifest["kernels"].values() if k["family"] == "gemv"]
+    assert gemvs and set(gemvs) == {TUNED}
+    ids = torch.tensor([[1, 5, 9, 200, 17]])
+    want = load("tiny", backend="eager", dtype="float32").generate(ids, 6, do_sample=False)
+    got = load("tiny", dtype="float32", cache_dir=tmp_path, decode_batches=(1,),
+               progress=False).generate(ids, 6, do_sample=False)
+    assert torch.equal(got, want)
