@@ -152,10 +152,11 @@ def read_manifest(entry: Path) -> dict:
 
 
 def find_prebuilt(spec: ProgramSpec, target: str, cache_dir: str | os.PathLike | None = None,
-                  cuda_graph: bool = True) -> Artifact:
+                  cuda_graph: bool = True, variants: dict | None = None) -> Artifact:
     """An intact entry under `cache_dir` (or an entry folder itself) built for `spec` on the
-    target named `target` ("cpu" matches any CPU build) from these sources and versions,
-    without computing the key. HymbaError listing what is there when none matches."""
+    target named `target` ("cpu" matches any CPU build) from these sources and versions (and,
+    when `variants` is given, with exactly those kernel choices; {}: the defaults), without
+    computing the key. HymbaError listing what is there when none matches."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     want = {"spec_digest": spec.digest(), "source_digest": source_digest(), **{
         k: v for k, v in versions().items() if k in ("tvm", "package")}}
@@ -167,7 +168,9 @@ def find_prebuilt(spec: ProgramSpec, target: str, cache_dir: str | os.PathLike |
         name = m.get("target_name", "?")
         same_target = name == target or (target == "cpu" and is_cpu_target(name))
         same_graph = m.get("kind") != "cuda" or m.get("cuda_graph") == bool(cuda_graph)
-        if same_target and same_graph and all(m.get(k) == v for k, v in want.items()) \
+        same_choices = variants is None or json.dumps(m.get("choices", []), sort_keys=True) == \
+            json.dumps(choices_key(variants), sort_keys=True)
+        if same_target and same_graph and same_choices and all(m.get(k) == v for k, v in want.items()) \
                 and verify(entry, None) is None:
             return Artifact(entry, m["key"], float(m.get("compile_s", 0.0)), built_now=False)
     raise HymbaError(f"no prebuilt program for {target} matching this model, dtype "
@@ -220,7 +223,7 @@ def ensure_compiled(spec: ProgramSpec, target: str = "cpu", cache_dir: str | os.
     if not compiler_available():
         if force:
             raise HymbaError("cannot rebuild (force): this TVM is runtime-only, without a compiler")
-        return find_prebuilt(spec, target, cache_dir, cuda_graph)
+        return find_prebuilt(spec, target, cache_dir, cuda_graph, variants)
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     if variants is None:
         variants, _ = target_choices(root, target)
@@ -248,9 +251,10 @@ def _tuned_database(root: Path, target: str, variants: dict) -> tuple[Path | Non
     if not any(Choice.coerce(c).variant == TUNED for c in variants.values()):
         return None, None
     from schedules.target import host_mcpu  # noqa: PLC0415
+    from schedules.tuned import RECORD_FILE  # noqa: PLC0415
 
     folder = tuned_dir(root, target, host_mcpu() if is_cpu_target(target) else None)
-    records = folder / "database_tuning_record.json"
+    records = folder / RECORD_FILE
     return folder, _sha256(records) if records.is_file() else "none"
 
 

@@ -60,12 +60,16 @@ def tuned_schedule(func: tvm.tirx.PrimFunc, tgt: tvm.target.Target, folder=None)
     return None if folder is None else apply_tuned(func, tgt, folder)
 
 
+def builder_knobs(builder, choices: dict) -> dict:
+    """The builder knobs that `choices` ({family: Choice}) sets for the family `builder` makes."""
+    choice = choices.get(BUILDER_FAMILY.get(builder.__name__, ""))
+    return dict(Choice.coerce(choice).builder_knobs) if choice is not None else {}
+
+
 def knobbed(builder, *args, **kwargs) -> tvm.tirx.PrimFunc:
-    """builder(*args, **kwargs) plus the builder knobs chosen for its family (explicit
-    keyword arguments win)."""
-    choice = _CHOICES.get().get(BUILDER_FAMILY.get(builder.__name__, ""))
-    knobs = dict(choice.builder_knobs) if choice is not None else {}
-    return builder(*args, **{**knobs, **kwargs})
+    """builder(*args, **kwargs) with the builder knobs chosen for its family (`choosing`); a
+    chosen knob wins over the same keyword given here (a case's own block size or chunk)."""
+    return builder(*args, **{**kwargs, **builder_knobs(builder, _CHOICES.get())})
 
 
 @dataclass

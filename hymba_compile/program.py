@@ -30,8 +30,9 @@ from tvm import relax, tirx
 from ir import embed, linear, norm
 from ir.common import KERNEL_ATTR
 from schedules.registry import schedule
-from schedules.options import BUILDER_FAMILY, build_for
+from schedules.options import build_for
 
+from .build import builder_knobs, tuned_schedule
 from .choices import LIBRARY, TUNED, Choice
 from .config import HymbaConfig
 from .program_layer import DecodeSteps, SequenceSteps, layer
@@ -39,6 +40,7 @@ from .program_spec import ProgramSpec, cache_shapes, owner_layers  # noqa: F401 
 from .program_weights import weight_specs
 
 F32, I32 = "float32", "int32"
+LIBRARY_ATTR = "hymba.library_kernels"  # module attr: {symbol: family} of library-call kernels
 OPAQUE_PATTERN = 8  # relax OpPatternKind.kOpaque
 
 
@@ -55,6 +57,7 @@ class _Kernels:
         self.bb, self.target, self.tuned_dir = bb, target, tuned_dir
         self.scheduling = scheduling  # False: collect the kernels as ir/ built them
         self.unscheduled: dict[str, tirx.PrimFunc] = {}
+        self.library: dict[str, str] = {}  # symbol -> family of the kernels a library call replaces
         self.choices = {family: Choice.coerce(c) for family, c in variants.items()}
         self.gvars: dict[str, relax.GlobalVar] = {}
         self.chosen: dict[str, str] = {}
@@ -70,15 +73,19 @@ class _Kernels:
             family = str(func.attrs[KERNEL_ATTR])
             choice = self.choices.get(family, Choice())
             if choice.variant == TUNED:  # the database's schedule; else the default rule
-                from .build import tuned_schedule
-
                 sch = tuned_schedule(func, self.target, self.tuned_dir)
                 mod, used = (sch.mod, TUNED) if sch is not None else schedule(func, self.target)
                 used = used if sch is not None else f"{used} (no tuned record)"
+            elif choice != Choice():
+                try:
+                    mod, _ = schedule(func, self.target, choice.variant,
+                                      dict(choice.rule_knobs) or None)
+                    used = choice.label()
+                except ValueError:  # chosen at other sizes; it does not fit this kernel
+                    mod, used = schedule(func, self.target)
+                    used = f"{used} ({choice.label()} does not apply)"
             else:
-                mod, used = schedule(func, self.target, choice.variant,
-                                     dict(choice.rule_knobs) or None)
-                used = choice.label() if choice != Choice() else used
+                mod, used = schedule(func, self.target)
             scheduled = mod["main"]
             # opaque: Relax's FuseOps must leave our scheduled kernels whole (fusing an in-place
             # two-output cache write into a one-op group breaks FuseTIR on CUDA)
@@ -98,16 +105,13 @@ class _Kernels:
             return None
         from .library import FUNCS, supports
 
-        if not supports(family, self.target.kind.name.replace("llvm", "cpu")):
-            raise ValueError(f"no library variant for {family} on {self.target.kind.name}")
+        if not supports(family, "cpu" if self.target.kind.name == "llvm" else "cuda"):
+            return None  # no library here: the family's default rule (labelled by __call__)
         symbol = str(func.attrs["global_symbol"])
         self.chosen.setdefault(symbol, LIBRARY)
+        self.library[symbol] = family
         return FUNCS[family]
 
-    def builder_knobs(self, builder) -> dict:
-        """The builder knobs chosen for the family `builder` makes."""
-        choice = self.choices.get(BUILDER_FAMILY.get(builder.__name__, ""), Choice())
-        return dict(choice.builder_knobs)
 
 
 class _Builder:
@@ -126,7 +130,7 @@ class _Builder:
         (TVMScript parsing is most of the time of `build_program`)."""
         key = (builder, args, tuple(sorted(kwargs.items())))
         if key not in self.k.built:
-            knobs = {**self.k.builder_knobs(builder), **kwargs}
+            knobs = {**kwargs, **builder_knobs(builder, self.k.choices)}
             self.k.built[key] = build_for(builder, args, self.k.target, **knobs)
         return self.k.built[key]
 
@@ -322,7 +326,10 @@ def build_program(spec: ProgramSpec, target: tvm.target.Target,
     bb = relax.BlockBuilder()
     kernels = _Kernels(bb, target, variants or {}, on_kernel, tuned_dir)
     _add_functions(kernels, spec)
-    return bb.get(), dict(kernels.chosen)
+    mod = bb.get()
+    if kernels.library:  # the families of the kernels replaced by library calls (manifest)
+        mod = mod.with_attr(LIBRARY_ATTR, kernels.library)
+    return mod, dict(kernels.chosen)
 
 
 def program_kernels(spec: ProgramSpec, target: tvm.target.Target,

@@ -15,7 +15,7 @@ from ir.common import KERNEL_ATTR
 
 from .choices import LIBRARY
 from .pipeline import compile_relax
-from .program import build_program
+from .program import LIBRARY_ATTR, build_program
 from .program_report import kernel_calls, launches
 from .program_spec import ProgramSpec
 
@@ -29,9 +29,9 @@ def _kernel_table(mod: tvm.ir.IRModule, chosen: dict[str, str]) -> dict[str, dic
         if symbol in chosen:
             table[gv.name_hint] = {"family": str(func.attrs[KERNEL_ATTR]),
                                    "variant": chosen[symbol]}
-    for symbol, variant in chosen.items():  # vendor-library calls: no PrimFunc in the module
-        if variant == LIBRARY:
-            table[symbol] = {"family": "library", "variant": LIBRARY}
+    library = mod.attrs[LIBRARY_ATTR] if mod.attrs and LIBRARY_ATTR in mod.attrs else {}
+    for symbol, family in library.items():  # vendor-library calls: no PrimFunc in the module
+        table[str(symbol)] = {"family": str(family), "variant": LIBRARY}
     return table
 
 

@@ -214,8 +214,10 @@ class DecodeSteps:
         M, W, rows = c.num_memory_tokens, c.sliding_window, g.rows(plan)
         glob = plan.attention == GLOBAL
         proj3 = g.reshape(proj, (B, 1, rows))
-        rope = g.kernel(A.rope_qkv, B, nh, kvh, dq, dv, rows, c.rope_base, plan.owns_kv, F32)
-        if plan.owns_kv and g.spec.fusion("rope_cache") == "fused":
+        fused_cache = plan.owns_kv and g.spec.fusion("rope_cache") == "fused"
+        rope = None if fused_cache else g.kernel(A.rope_qkv, B, nh, kvh, dq, dv, rows,
+                                                 c.rope_base, plan.owns_kv, F32)
+        if fused_cache:
             j = self.owners[plan.index]
             kc, vc = self.caches[2 * j], self.caches[2 * j + 1]
             fused = g.kernel(A.rope_cache_write, B, nh, kvh, dq, dv, rows, c.rope_base,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from .fileio import atomic_write_text
 
@@ -44,6 +45,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="MetaSchedule trials per kernel")
     p.add_argument("--out", default=None, metavar="DB",
                    help="database folder (default <cache>/tuned/<target name>, e.g. cpu-znver4)")
+    p.add_argument("--cache-dir", default=None,
+                   help="the cache whose tuned/<target name> is the default database (default "
+                        "$HYMBA_COMPILE_CACHE or ~/.cache/hymba_compile; explore and compile "
+                        "look there)")
     p.add_argument("--rpc-tracker", default=None, metavar="HOST:PORT",
                    help="measure on the RPC servers of this tracker (builds stay here)")
     p.add_argument("--rpc-key", default=None, metavar="KEY", help="the servers' tracker key")
@@ -85,13 +90,22 @@ def format_table(rows: list[dict]) -> str:
 def run(args) -> int:
     """Tune, print the table, write --json; 1 when a tuned kernel disagrees with the default."""
     from .tune import tune  # noqa: PLC0415 - the compiler only for this command
+    from .tune_db import default_database_dir  # noqa: PLC0415
 
+    out = args.out
+    if out is None and args.cache_dir is not None:
+        out = default_database_dir(args.target, Path(args.cache_dir).expanduser())
     summary = tune(args.model, args.target, kernels=args.kernels, trials=args.trials,
-                   out=args.out, rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
+                   out=out, rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
                    prefill_rows=args.prefill_rows, dtype=args.dtype,
                    decode_batches=args.decode_batches)
     print(format_table(summary["kernels"]))
     print(f"database: {summary['database']}")
+    unused = [row["symbol"] for row in summary["kernels"] if not row.get("used_by_program", True)]
+    if unused:
+        print(f"{len(unused)} kernels have a symbolic row count and were tuned at "
+              f"--prefill-rows {summary['prefill_rows']}: the compiled program (symbolic) does "
+              f"not use their records; they compare MetaSchedule with the hand rule at that size")
     if args.json:
         atomic_write_text(args.json, json.dumps(summary, indent=2) + "\n")
         print(f"summary: {args.json}")

@@ -20,19 +20,15 @@ from schedules.target import host_mcpu
 from schedules.tuned import database_files, open_database
 
 from .artifacts import default_cache_dir
-from .choices import target_key
+from .choices import tuned_dir
 from .errors import InputError
 
 
-def database_name(target: str) -> str:
-    """The folder name of a target's database, as for its choices file: cpu-<mcpu>,
-    cuda-sm_90."""
-    return target_key(target, host_mcpu() if target == "cpu" else None)
-
-
-def default_database_dir(target: str) -> Path:
-    """<default_cache_dir()>/tuned/<database_name(target)>."""
-    return default_cache_dir() / "tuned" / database_name(target)
+def default_database_dir(target: str, cache_root: Path | None = None) -> Path:
+    """<cache>/tuned/<target key> (cpu-<mcpu>, cuda-sm_90), the cache by default
+    `default_cache_dir()`: where explore and compile look for the target's records."""
+    return tuned_dir(cache_root or default_cache_dir(), target,
+                     host_mcpu() if target == "cpu" else None)
 
 
 def check_database(folder: Path) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import tvm_ffi
 from tvm import tirx
 
-from ir.common import KERNEL_ATTR
+from schedules.registry import family_of
 
 
 # Symbolic sizes that count sequences in a batch (bound to 1); every other one counts rows,
@@ -16,8 +16,7 @@ from ir.common import KERNEL_ATTR
 BATCH_VARS = ("batch", "nb", "Bt")
 
 
-def family(func: tirx.PrimFunc) -> str:
-    return str(func.attrs[KERNEL_ATTR])
+family = family_of  # the kernel family of a PrimFunc (its ir/ attribute)
 
 
 def symbol(func: tirx.PrimFunc) -> str:

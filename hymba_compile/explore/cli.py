@@ -19,7 +19,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "hymba-1.5b); parity is checked on the tiny preset")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16",
                    help="model scope: weight dtype (default bfloat16)")
-    p.add_argument("--target", default="cpu", help="cpu or cpu:<mcpu> (default cpu)")
+    p.add_argument("--target", default="cpu",
+                   help="cpu (default; timed here) or cuda:sm_XX (kernel scope: built for the arch, "
+                        "checked on pocl, resources from ptxas; timing needs the GPU, so nothing "
+                        "is recorded)")
     p.add_argument("--kernels", nargs="*", default=None, metavar="FAMILY",
                    help="kernel families to explore (default: all), e.g. gemv matmul")
     p.add_argument("--cases", nargs="*", default=None,
@@ -45,10 +48,18 @@ def run(args) -> int:
     from ..artifacts import default_cache_dir
     from ..errors import InputError
 
+    from schedules import named_target
+
     if args.repeat < 1:
         raise InputError(f"--repeat must be at least 1, got {args.repeat}")
+    try:
+        named_target(args.target)
+    except ValueError as e:
+        raise InputError(str(e)) from None
     cache_root = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; name a folder for the report")
     if args.scope == "kernels":
         from .run import explore_kernels
 

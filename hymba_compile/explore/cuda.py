@@ -18,21 +18,23 @@ from typing import Callable
 import torch
 import tvm
 
+from ..build import builder_knobs
 from ..choices import Choice
-from .kernels import CaseFamilies, _error_line
+from ..cuda_compile import error_line
+from .kernels import CaseFamilies
 from .space import points
 
 NEEDS_DEVICE = "needs a device"
-FP32_RTOL, BF16_RTOL = 1e-4, 2.0 ** -7
+POCL_FP32_RTOL, POCL_BF16_RTOL = 1e-4, 2.0 ** -7  # vs the CPU build (module docstring)
 
 
 def _with_knobs(call, args, choice: Choice, family: str, target):
-    """The call's PrimFunc at `args` with the target's knobs and the point's builder knobs."""
-    from schedules.options import BUILDER_FAMILY, build_for
+    """The call's PrimFunc at `args` with the target's knobs and the point's builder knobs (which
+    win over the call's own keywords)."""
+    from schedules.options import build_for
 
-    knobs = dict(choice.builder_knobs) if BUILDER_FAMILY.get(call.builder.__name__) == family \
-        else {}
-    return build_for(call.builder, args, target, **{**knobs, **call.kwargs})
+    knobs = builder_knobs(call.builder, {family: choice})
+    return build_for(call.builder, args, target, **{**call.kwargs, **knobs})
 
 
 def pocl_check(call, family: str, choice: Choice, target, target_name: str) -> dict:
@@ -57,7 +59,7 @@ def pocl_check(call, family: str, choice: Choice, target, target_name: str) -> d
     for p, a, b in zip(gpu.program.params, on_gpu, on_cpu):
         if not p.written:
             continue
-        rtol = BF16_RTOL if b.dtype == torch.bfloat16 else FP32_RTOL
+        rtol = POCL_BF16_RTOL if b.dtype == torch.bfloat16 else POCL_FP32_RTOL
         a, b = a.double(), b.double()
         if (a.isnan() != b.isnan()).any():
             return {"pocl_err": math.nan, "tolerance": tol}
@@ -102,7 +104,7 @@ def _ptxas_error(e: Exception) -> str:
     """The first `ptxas error` line of nvcc's message (else its last line)."""
     lines = [line.strip() for line in str(e).splitlines() if "error" in line]
     return (lines[1] if len(lines) > 1 and lines[0].startswith("nvcc failed") else
-            (lines[0] if lines else _error_line(e)))[:300]
+            (lines[0] if lines else error_line(e)[:300]))[:300]
 
 
 def explore_case_cuda(cf: CaseFamilies, target, target_name: str, variants: list[str] | None,
@@ -139,7 +141,7 @@ def explore_case_cuda(cf: CaseFamilies, target, target_name: str, variants: list
                 if not ok:
                     row["error"] = f"pocl differs from the CPU build by {err:.3g} > {tol:.3g}"
             except Exception as e:  # noqa: BLE001  a failing variant is reported, never ranked
-                row.update(status="failed", error=_error_line(e))
+                row.update(status="failed", error=error_line(e)[:300])
             rows.append(row)
     good = {s: f for s, f in funcs.items() if rows[owners[s]]["status"] == "built"}
     if good:

@@ -11,6 +11,7 @@ and identical greedy tokens.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..bench.model import _time_decode, _time_prefill
+from ..cuda_compile import error_line
 from ..errors import InputError
 from ..program_spec import FUSIONS
 from . import report
@@ -90,6 +92,18 @@ def time_variant(fusions: dict, model: str, dtype: str, target: str, cache: str,
     return row
 
 
+def _copy_tuning_database(cache_root: Path, cache: Path, target: str) -> None:
+    from schedules.target import host_mcpu
+
+    from ..choices import tuned_dir
+    from ..targets import is_cpu_target
+
+    mcpu = host_mcpu() if is_cpu_target(target) else None
+    source = tuned_dir(cache_root, target, mcpu)
+    if source.is_dir():
+        shutil.copytree(source, tuned_dir(cache, target, mcpu))
+
+
 def explore_model(model: str, dtype: str, target: str, out: Path, only: list[str] | None,
                   repeat: int, decode_steps: int, prefill_tokens: int,
                   cache_root: Path | None = None, echo=print) -> dict:
@@ -102,6 +116,11 @@ def explore_model(model: str, dtype: str, target: str, out: Path, only: list[str
     if not is_cpu_target(target):
         raise InputError(f"model-scope explore runs the programs: {target} needs its GPU; "
                          f"build its variants with `compile --target {target}`")
+    if min(repeat, decode_steps, prefill_tokens) < 1:
+        raise InputError("--repeat, --decode-steps and --prefill-tokens must be at least 1")
+    from ..model import load_config
+
+    load_config(model)  # a missing model is one error here, not a failed row per variant
     pts = fusion_points(only, target)
     if len(pts) == 1 and only:
         raise InputError(f"no fusion variant matches {only}; known: " + ", ".join(
@@ -117,6 +136,8 @@ def explore_model(model: str, dtype: str, target: str, out: Path, only: list[str
     rows = []
     with tempfile.TemporaryDirectory(prefix="hymba-explore-") as cache, \
             tqdm(total=len(programs), desc="explore model", unit=" program") as bar:
+        if recorded:  # a "tuned" choice reads the database beside the choices: copy it along
+            _copy_tuning_database(cache_root, Path(cache), target)
         for fusions, variants in programs:
             label = _label(fusions) if not variants else "recorded kernel choices"
             bar.set_description(f"explore model: {label}")
@@ -128,7 +149,7 @@ def explore_model(model: str, dtype: str, target: str, out: Path, only: list[str
                     row.update(time_variant(fusions, model, dtype, target, cache, repeat,
                                             decode_steps, prefill_tokens, variants))
             except Exception as e:  # noqa: BLE001  a failing variant is reported, not ranked
-                row.update(status="failed", error=str(e).splitlines()[0][:300])
+                row.update(status="failed", error=error_line(e)[:300])
             rows.append(row)
             bar.update()
     base = rows[0]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..build import tuning_database
-from ..choices import choices_path, read_choices, tuned_dir, write_choices
+from ..choices import TUNED, choices_path, read_choices, tuned_dir, write_choices
 from ..errors import InputError
 from . import choose, report
 from .cuda import explore_case_cuda
@@ -27,8 +27,14 @@ def explore_kernels(target_name: str, out: Path, families: list[str] | None = No
     from schedules import named_target
     from schedules.target import host_mcpu, is_cpu
 
-    target = named_target(target_name)
+    try:
+        target = named_target(target_name)
+    except ValueError as e:
+        raise InputError(str(e)) from None
     cpu = is_cpu(target)
+    if cpu and target_name.startswith("cpu:") and target_name != f"cpu:{host_mcpu()}":
+        raise InputError(f"kernel-scope explore times on this machine, a {host_mcpu()}: "
+                         f"{target_name} cannot be measured here (use --target cpu)")
     known = known_families()
     unknown = sorted(set(families or []) - set(known))
     if unknown:
@@ -37,6 +43,7 @@ def explore_kernels(target_name: str, out: Path, families: list[str] | None = No
     selected = select(families, cases)
     if not selected:
         raise InputError(f"no kernel bench case matches --kernels {families} --cases {cases}")
+    _check_variants(variants, selected, target, target_name)
     total = sum(len(points(f, target, target_name, variants)) - 1 for cf in selected
                 for f in cf.families) + len(selected)
     rows: list[dict] = []
@@ -74,14 +81,45 @@ def explore_kernels(target_name: str, out: Path, families: list[str] | None = No
         echo(f"no point beat a default by {choose.MIN_GAIN:.2f}x: the defaults stand")
     if record and cache_root is not None:
         path = choices_path(cache_root, target_name, mcpu)
-        kept = read_choices(path)  # families explored now replace theirs; others are kept
-        explored = {f for cf in selected for f in cf.families}
-        merged = {**{f: c.to_json() for f, c in kept.items() if f not in explored},
-                  **choices["families"]}
+        covered = fully_covered(selected) if variants is None else set()
+        kept = read_choices(path)  # only families measured on all their cases are replaced
+        merged = {**{f: c.to_json() for f, c in kept.items() if f not in covered},
+                  **{f: c for f, c in choices["families"].items() if f in covered}}
         write_choices(path, {**choices, "families": merged})
-        echo(f"choices for {target_name} ({mcpu}) -> {path}")
+        partial = sorted({f for cf in selected for f in cf.families} - covered)
+        echo(f"choices for {target_name} ({mcpu}) -> {path}" + (
+            f"; not recorded (measured on part of their cases or variants): {', '.join(partial)}"
+            if partial else ""))
     echo(f"report -> {out}/explore.json, explore.csv, variants.png, pareto.png")
     return record_json
+
+
+def fully_covered(selected: list) -> set[str]:
+    """The families whose every bench case is among `selected`."""
+    everywhere: dict[str, set] = {}
+    for cf in select(None, None):
+        for f in cf.families:
+            everywhere.setdefault(f, set()).add((cf.case.name, cf.case.shape))
+    here: dict[str, set] = {}
+    for cf in selected:
+        for f in cf.families:
+            here.setdefault(f, set()).add((cf.case.name, cf.case.shape))
+    return {f for f, cases in here.items() if cases == everywhere.get(f)}
+
+
+def _check_variants(variants: list[str] | None, selected: list, target, target_name: str):
+    """InputError naming any --variants name that no selected family has on the target."""
+    if not variants:
+        return
+    names = {TUNED}
+    for cf in selected:
+        for family in cf.families:
+            names.update(c.variant for c in points(family, target, target_name) if c.variant)
+    unknown = sorted(set(variants) - names)
+    if unknown:
+        raise InputError(f"unknown schedule variant{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(unknown)} for the selected kernels; known: "
+                         f"{', '.join(sorted(names))}")
 
 
 def _cuda_report(rows: list[dict], target_name: str, out: Path, echo) -> dict:
