@@ -95,7 +95,8 @@ def build_kernel(func: tvm.tirx.PrimFunc, target: str = "cpu", variant: str | No
     tgt = named_target(target)
     knobs = None
     if variant is None:
-        choice = _CHOICES.get().get(family_of(func))
+        chosen = _CHOICES.get()
+        choice = chosen.get(str(func.attrs["global_symbol"])) or chosen.get(family_of(func))
         if choice is not None:
             variant, knobs = choice.variant, dict(choice.rule_knobs)
     if variant == LIBRARY:

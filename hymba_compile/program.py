@@ -70,8 +70,7 @@ class _Kernels:
             self.unscheduled[symbol] = func
             self.gvars[symbol] = self.bb.add_func(func, symbol)
         if symbol not in self.gvars:
-            family = str(func.attrs[KERNEL_ATTR])
-            choice = self.choices.get(family, Choice())
+            choice = self.choice_of(func)
             if choice.variant == TUNED:  # the database's schedule; else the default rule
                 sch = tuned_schedule(func, self.target, self.tuned_dir)
                 mod, used = (sch.mod, TUNED) if sch is not None else schedule(func, self.target)
@@ -97,11 +96,16 @@ class _Kernels:
                 self.on_kernel(symbol)
         return self.gvars[symbol]
 
+    def choice_of(self, func: tirx.PrimFunc) -> Choice:
+        """The choice for this kernel: by its symbol (one shape), else by its family."""
+        return self.choices.get(str(func.attrs["global_symbol"])) or \
+            self.choices.get(str(func.attrs[KERNEL_ATTR]), Choice())
+
     def library_function(self, func: tirx.PrimFunc) -> str | None:
         """The packed function standing in for `func` when its family's choice is the library
         variant (hymba_compile/library.py), else None."""
         family = str(func.attrs[KERNEL_ATTR])
-        if self.choices.get(family, Choice()).variant != LIBRARY:
+        if self.choice_of(func).variant != LIBRARY:
             return None
         from .library import FUNCS, supports
 

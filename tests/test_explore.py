@@ -18,6 +18,7 @@ from hymba_compile.explore import choose
 from hymba_compile.explore.kernels import run_point
 from hymba_compile.explore.model import fusion_points, parity
 from hymba_compile.explore.space import points
+from hymba_compile.program import program_kernels
 from hymba_compile.program_spec import ProgramSpec
 from ir.linear import gemv
 from schedules import named_target
@@ -87,6 +88,22 @@ def test_the_choice_must_win_on_every_case_of_its_family():
     assert choose.best_per_family([row("x", b, 1.01)]) == {}  # noise, not a gain
     uneven = [row("x", a, 1.3), row("y", a, 0.9)]  # mean 1.08, but slower on y
     assert choose.best_per_family(uneven) == {}
+
+
+def test_a_kernel_gets_its_own_choice_where_its_family_has_none():
+    """Per kernel (symbol, one shape): a point that wins on the cases of that kernel is chosen
+    for it even when it loses on another kernel of the family; builder-knob points never are
+    (they change the kernel and its symbol)."""
+    def row(case, symbols, choice, gain):
+        return {"case": case, "shape": "", "family": "gemv", "symbols": symbols,
+                **choice.to_json(), "status": "ok", "vs_default": gain}
+    a, b = Choice.of("rows", {"rows": 4}), Choice.of("rows", {"lanes": 16})
+    rows = [row("x", ["gemv_k1"], a, 1.6), row("y", ["gemv_k2"], a, 0.8),
+            row("x", ["gemv_k1"], b, 1.1), row("y", ["gemv_k2"], b, 1.2)]
+    best = choose.best_per_family(rows)
+    assert best["gemv"]["choice"] == b  # the family: b (no slower anywhere)
+    assert best["gemv_k1"]["choice"] == a and best["gemv_k1"]["family"] == "gemv"
+    assert "gemv_k2" not in best  # b is already the family's choice
 
 
 def test_kernel_scope_end_to_end_writes_report_and_choices(tmp_path, capsys):
@@ -248,3 +265,19 @@ def test_recorded_tuned_choice_builds_tuned_kernels(tmp_path):
     got = load("tiny", dtype="float32", cache_dir=tmp_path, decode_batches=(1,),
                progress=False).generate(ids, 6, do_sample=False)
     assert torch.equal(got, want)
+
+
+def test_a_kernel_choice_overrides_its_familys(tmp_path):
+    spec = ProgramSpec(preset("tiny"), "float32", (1,))
+    gemvs = sorted(str(f.attrs["global_symbol"]) for f in program_kernels(spec, CPU)
+                   if str(f.attrs["hymba.kernel"]) == "gemv")
+    path = choices_path(tmp_path, "cpu", host_mcpu())
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"target": "cpu", "families": {
+        "gemv": {"variant": "rows2"},
+        gemvs[0]: {"variant": "rows", "rule_knobs": {"lanes": 16}, "family": "gemv"}}}))
+    manifest = read_manifest(ensure_compiled(spec, "cpu", tmp_path, progress=False).path)
+    labels = {name: k["variant"] for name, k in manifest["kernels"].items()
+              if k["family"] == "gemv"}
+    assert labels.pop(gemvs[0].replace(".", "_")) == "rows lanes=16"
+    assert labels and set(labels.values()) == {"rows2"}

@@ -4,6 +4,7 @@ target (choices.py) so that `compile` and `load` build with them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -61,9 +62,10 @@ def explore_kernels(target_name: str, out: Path, families: list[str] | None = No
     if not cpu:
         return _cuda_report(rows, target_name, out, echo)
     best = choose.best_per_family(rows)
-    for r in rows:
-        b = best.get(r["family"])
-        r["chosen"] = b is not None and r["choice"] == b["choice"].label()
+    for r in rows:  # the point chosen for the row's family or for one of its kernels
+        picks = [best[k]["choice"].label() for k in [r["family"], *r.get("symbols", [])]
+                 if k in best]
+        r["chosen"] = r["choice"] in picks
     mcpu = host_mcpu()
     choices = choose.choices_record(best, target_name, mcpu)
     record_json = {"scope": "kernels", "target": target_name, "mcpu": mcpu, "repeat": repeat,
@@ -82,9 +84,14 @@ def explore_kernels(target_name: str, out: Path, families: list[str] | None = No
     if record and cache_root is not None:
         path = choices_path(cache_root, target_name, mcpu)
         covered = fully_covered(selected) if variants is None else set()
-        kept = read_choices(path)  # only families measured on all their cases are replaced
-        merged = {**{f: c.to_json() for f, c in kept.items() if f not in covered},
-                  **{f: c for f, c in choices["families"].items() if f in covered}}
+        read_choices(path)  # a corrupt file is one error, before anything is written
+        kept = json.loads(path.read_text())["families"] if path.exists() else {}
+
+        def family(key: str, entry: dict) -> str:  # a family, or the family of a kernel key
+            return entry.get("family", key)
+        # only families measured on all their cases (and their kernels' entries) are replaced
+        merged = {**{k: e for k, e in kept.items() if family(k, e) not in covered},
+                  **{k: e for k, e in choices["families"].items() if family(k, e) in covered}}
         write_choices(path, {**choices, "families": merged})
         partial = sorted({f for cf in selected for f in cf.families} - covered)
         echo(f"choices for {target_name} ({mcpu}) -> {path}" + (
