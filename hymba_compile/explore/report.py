@@ -112,28 +112,40 @@ def write_csv_fields(path: Path, rows: list[dict], fields: tuple) -> None:
 
 
 def plot_variants(path: Path, rows: list[dict], title: str) -> None:
-    """One horizontal bar per timed point: default time / point time (>1: faster than the
-    default), grouped by case and family; failed or wrong points as red crosses at 0."""
+    """One line per bench case: every timed point as a dot at its speed-up over the default
+    (log scale; > 1 is faster), the chosen points as green stars, the case's eager baseline as a
+    grey tick (eager ms / default ms: right of 1, the default beats eager), failed or wrong
+    points as red crosses at the left edge."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [r for r in rows if r.get("vs_default") is not None or r.get("status") != "ok"]
-    height = max(3.0, 0.16 * len(shown) + 1.0)
-    fig, ax = plt.subplots(figsize=(10, height))
-    labels, values, colors = [], [], []
-    for r in shown:
-        labels.append(f"{r['case']} [{r['family']}] {r['choice']}"[:70])
-        ok = r.get("status") == "ok"
-        values.append(r.get("vs_default", 0.0) if ok else 0.0)
-        colors.append("tab:green" if r.get("chosen") else
-                      "tab:blue" if ok else "tab:red")
-    ax.barh(range(len(values)), values, color=colors)
+    cases: dict[str, list[dict]] = {}
+    for r in rows:
+        cases.setdefault(f"{r['case']}  {r['shape'][:30]}", []).append(r)
+    fig, ax = plt.subplots(figsize=(10, max(3.0, 0.22 * len(cases) + 1.2)))
+    timed = [r["vs_default"] for r in rows if r.get("vs_default")]
+    left = min([*timed, 0.5]) / 1.5
+    for y, (name, pts) in enumerate(cases.items()):
+        ok = [p for p in pts if p.get("vs_default")]
+        ax.scatter([p["vs_default"] for p in ok], [y] * len(ok), s=10, color="tab:blue",
+                   alpha=0.6, zorder=3)
+        chosen = [p for p in ok if p.get("chosen")]
+        ax.scatter([p["vs_default"] for p in chosen], [y] * len(chosen), s=60, marker="*",
+                   color="tab:green", zorder=4)
+        bad = [p for p in pts if p.get("status") not in ("ok",)]
+        ax.scatter([left] * len(bad), [y] * len(bad), s=20, marker="x", color="tab:red", zorder=3)
+        default = next((p for p in pts if p["choice"] == "default" and p.get("ms")), None)
+        if default:
+            ax.scatter([default["baseline_ms"] / default["ms"]], [y], s=80, marker="|",
+                       color="0.4", zorder=2)
     ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_yticks(range(len(labels)), labels, fontsize=6)
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(cases)), list(cases), fontsize=6)
     ax.invert_yaxis()
-    ax.set_xlabel("speed-up over the default schedule (default ms / point ms); red: failed")
+    ax.set_xlabel("speed-up over the default schedule (dots: points; green stars: chosen; grey "
+                  "tick: eager time / default time; red x: failed or wrong)", fontsize=7)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     _save(fig, path)
