@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -180,16 +181,17 @@ def run_point(case: KernelCase, family: str, choice: Choice, reference: torch.Te
 
 def explore_case(cf: CaseFamilies, target, target_name: str, repeat: int,
                  variants: list[str] | None, on_row: Callable[[dict], None]) -> list[dict]:
-    """All points of every family of one case. The eager baseline is timed first; the default
-    point first and again after the others (its time is the mean of the two, so drift on a
-    shared machine does not favour the points timed early or late); ratios at the end."""
+    """All points of every family of one case. The eager baseline is timed first. The default
+    is built once and timed again right after each point: a point's speed-up is over the
+    default measured next to it (drift on a shared machine cancels); the default's own time is
+    the median of all its timings."""
     case = cf.case
     baseline_prepared = seeded_setup(case)
     with torch.inference_mode():
         reference = baseline_prepared.baseline()
         baseline_ms = median_ms(baseline_prepared.baseline, repeat=repeat)
     del baseline_prepared
-    rows, default_row, kept = [], None, []
+    rows, default_row, kept, default_times = [], None, [], []
     for family in cf.families:
         symbols = kernel_symbols(case, family)
         pts = points(family, target, target_name, variants)
@@ -204,17 +206,18 @@ def explore_case(cf: CaseFamilies, target, target_name: str, repeat: int,
             if choice == Choice():
                 row["family"] = "+".join(cf.families)
                 default_row = row
+                default_times.append(row.get("ms"))
+            elif row.get("ms") and kept:
+                with torch.inference_mode():
+                    row["default_ms_next"] = median_ms(kept[0].ours, repeat=repeat)
+                default_times.append(row["default_ms_next"])
+                row["vs_default"] = round(row["default_ms_next"] / row["ms"], 3)
             rows.append(row)
             on_row(row)
-    if kept:  # the default again, after the other points
-        with torch.inference_mode():
-            again = median_ms(kept[0].ours, repeat=repeat)
-        default_row.update(ms_first=default_row["ms"], ms_last=again,
-                           ms=(default_row["ms"] + again) / 2)
-    default_ms = default_row.get("ms") if default_row else None
+    if default_row is not None and default_row.get("ms"):
+        default_row.update(ms_first=default_row["ms"], ms=statistics.median(default_times),
+                           vs_default=1.0)
     for row in rows:
         if row.get("ms"):
             row["vs_baseline"] = round(baseline_ms / row["ms"], 3)
-            if default_ms:
-                row["vs_default"] = round(default_ms / row["ms"], 3)
     return rows
