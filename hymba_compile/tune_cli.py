@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .cli_types import batch_list
 from .fileio import atomic_write_text
 
 COLUMNS = (("family", "family"), ("symbol", "kernel"), ("trials", "trials"),
@@ -23,13 +24,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
-
-
-def _batches(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(sorted({int(t) for t in text.replace(" ", "").split(",") if t}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected batch sizes like 1,2,4, got {text!r}") from None
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -57,7 +51,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "128 meta + 1024 prompt tokens)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,
                    help="weight dtype (default: the checkpoint's)")
-    p.add_argument("--decode-batches", type=_batches, default=None,
+    p.add_argument("--decode-batches", type=batch_list, default=None,
                    help="decode batch sizes of the program, e.g. 1 (default the target's)")
     p.add_argument("--json", default=None, metavar="PATH",
                    help="also write the summary as JSON to this file")

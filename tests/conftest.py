@@ -28,3 +28,15 @@ def pytest_configure(config):
         folder = tempfile.mkdtemp(prefix="hymba-test-cache-")
         os.environ["HYMBA_COMPILE_CACHE"] = folder
         config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
+def run_cli(capsys, *argv):
+    """`python -m hymba_compile` in-process -> (exit status, stdout, stderr)."""
+    from hymba_compile.__main__ import main
+
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse usage errors
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err

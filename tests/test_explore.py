@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from hymba_compile import load
-from hymba_compile.__main__ import main
 from hymba_compile.artifacts import ensure_compiled, read_manifest
 from hymba_compile.bench.kernels import KernelCase, Prepared
 from hymba_compile.choices import LIBRARY, TUNED, Choice, choices_path, read_choices, tuned_dir
@@ -24,18 +23,10 @@ from ir.linear import gemv
 from schedules import named_target
 from schedules.registry import schedule
 from schedules.target import host_mcpu
+from tests.conftest import run_cli
 from tests.kernels.helpers import needs_pocl
 
 CPU = named_target("cpu")
-
-
-def run_cli(capsys, *argv):
-    try:
-        code = main(list(argv))
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_points_start_with_the_default_and_never_repeat_it():

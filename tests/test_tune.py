@@ -25,20 +25,11 @@ from ir import norm
 from schedules import named_target
 from schedules.options import build_for
 from schedules.tuned import RECORD_FILE, WORKLOAD_FILE, apply_tuned, open_database
+from tests.conftest import run_cli
 
 KEY = "hymba-test"
 ROWS = 64  # the tiny preset's hidden size is 64: rmsnorm over [64, 64]
 TRIALS = 6
-
-
-def run_cli(capsys, *argv):
-    """main() in-process -> (exit status, stdout, stderr)."""
-    try:
-        code = main(list(argv))
-    except SystemExit as e:  # argparse usage errors
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def free_port() -> int:
