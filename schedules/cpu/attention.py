@@ -13,6 +13,7 @@ of the scratch it writes. The property tests run every variant against the refer
 
 from __future__ import annotations
 
+import tvm
 from tvm import s_tir
 
 from ..registry import cpu_rule
@@ -61,7 +62,8 @@ def rope_tokens(func, target):
 def rope_cache_rows(func, target):
     """As `rope`'s rule per row (rows in parallel, cos/sin unrolled, rotations and the v copy
     vectorised), the k and v rows written straight into their cache slot."""
-    sch = _schedule(func)
+    # a copy: with one grid loop the schedule annotates it in place (see the CUDA rule)
+    sch = _schedule(tvm.ir.load_json(tvm.ir.save_json(func)))
     sch.parallel(_loops(sch, "token")[0])
     sch.unroll(_loops(sch, "cos_sin")[-1])
     _vectorize_last(sch, ["q_rope", "k_rope", "v_copy"])

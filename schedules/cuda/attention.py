@@ -12,6 +12,7 @@ the blocks of its window."""
 
 from __future__ import annotations
 
+import tvm
 from tvm import s_tir, tirx
 
 from ir.attention import KEY_WALK_ATTR, REDUCE_ATTR
@@ -49,7 +50,9 @@ def rope_token_lanes(func, target):
 def rope_cache_token_lanes(func, target):
     """As `rope`'s: a block per row, cos/sin in shared memory, then every rotated q and k
     element and copied v element a lane, k and v stored straight into their cache slot."""
-    sch = s_tir.Schedule(func, enable_check=False)
+    # a copy: with one grid loop the schedule binds it in place (no fuse copies the loop nest)
+    # and the caller's PrimFunc would come back already scheduled
+    sch = s_tir.Schedule(tvm.ir.load_json(tvm.ir.save_json(func)), enable_check=False)
     schedule_children(sch, sch.get_sblock("token"), THREADS)
     to_shared(sch, {"cos_sin": ("cs", "sn")})
     return sch
