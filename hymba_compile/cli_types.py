@@ -5,14 +5,23 @@ from __future__ import annotations
 import argparse
 
 
-def non_negative_int(text: str) -> int:
+def _int(text: str, minimum: int, what: str) -> int:
+    """int(text), at least `minimum`, else an argparse error saying `what` was expected."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _int(text, 1, "a positive integer")
+
+
+def non_negative_int(text: str) -> int:
+    return _int(text, 0, "a non-negative integer")
 
 
 def batch_list(text: str) -> tuple[int, ...]:

@@ -7,23 +7,13 @@ import argparse
 import json
 from pathlib import Path
 
-from .cli_types import batch_list
+from .cli_types import batch_list, positive_int
 from .fileio import atomic_write_text
 
 COLUMNS = (("family", "family"), ("symbol", "kernel"), ("trials", "trials"),
            ("tuning_s", "tune s"), ("best_ms", "best ms"), ("default_ms", "hand ms"),
            ("tuned_ms", "tuned ms"), ("speedup", "speedup"), ("max_rel_diff", "rel diff"),
            ("ok", "ok"))
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -35,7 +25,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--target", default="cpu", help="cpu (default), cpu:<mcpu> or cuda:sm_XX")
     p.add_argument("--kernels", nargs="+", default=None, metavar="FAMILY",
                    help="tune only these kernel families (e.g. gemv matmul; default all)")
-    p.add_argument("--trials", type=_positive_int, required=True,
+    p.add_argument("--trials", type=positive_int, required=True,
                    help="MetaSchedule trials per kernel")
     p.add_argument("--out", default=None, metavar="DB",
                    help="database folder (default <cache>/tuned/<target name>, e.g. cpu-znver4)")
@@ -46,7 +36,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--rpc-tracker", default=None, metavar="HOST:PORT",
                    help="measure on the RPC servers of this tracker (builds stay here)")
     p.add_argument("--rpc-key", default=None, metavar="KEY", help="the servers' tracker key")
-    p.add_argument("--prefill-rows", type=_positive_int, default=1152,
+    p.add_argument("--prefill-rows", type=positive_int, default=1152,
                    help="rows a kernel with a symbolic row count is tuned at (default 1152: "
                         "128 meta + 1024 prompt tokens)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None,

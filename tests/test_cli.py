@@ -7,20 +7,9 @@ import sys
 import pytest
 import torch
 
-from hymba_compile.__main__ import main
 from hymba_compile.config import preset
 from hymba_compile.weights import random_parameters, save_parameters
-from tests.conftest import OFFICIAL_CONFIG_DIR, needs_official_config
-
-
-def run_cli(capsys, *argv):
-    """main() in-process -> (exit status, stdout, stderr)."""
-    try:
-        code = main(list(argv))
-    except SystemExit as e:  # argparse usage errors
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.conftest import OFFICIAL_CONFIG_DIR, needs_official_config, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,16 @@ from tests.kernels.helpers import needs_pocl
 CPU = named_target("cpu")
 
 
+def assert_generates_like_eager(cache) -> None:
+    """The tiny preset compiled into `cache` (with its recorded choices) generates the eager
+    reference's greedy tokens."""
+    ids = torch.tensor([[1, 5, 9, 200, 17]])
+    want = load("tiny", backend="eager", dtype="float32").generate(ids, 6, do_sample=False)
+    got = load("tiny", dtype="float32", cache_dir=cache, decode_batches=(1,),
+               progress=False).generate(ids, 6, do_sample=False)
+    assert torch.equal(got, want)
+
+
 def test_points_start_with_the_default_and_never_repeat_it():
     pts = points("matmul", CPU, "cpu")
     assert pts[0] == Choice() and len(set(pts)) == len(pts)
@@ -162,11 +172,7 @@ def test_recorded_choices_build_the_program_library_included(tmp_path):
     assert variants["matmul"] == variants["gate_up_matmul"] == LIBRARY
     assert variants["attention_prefill"] == "flash block_q=32"
     assert ensure_compiled(spec, "cpu", tmp_path, variants={}, progress=False).key != artifact.key
-    ids = torch.tensor([[1, 5, 9, 200, 17]])
-    want = load("tiny", backend="eager", dtype="float32").generate(ids, 6, do_sample=False)
-    got = load("tiny", dtype="float32", cache_dir=tmp_path, decode_batches=(1,),
-               progress=False).generate(ids, 6, do_sample=False)
-    assert torch.equal(got, want)
+    assert_generates_like_eager(tmp_path)
 
 
 def test_a_choice_that_does_not_fit_a_kernel_falls_back_to_the_default(tmp_path):
@@ -251,11 +257,7 @@ def test_recorded_tuned_choice_builds_tuned_kernels(tmp_path):
     manifest = read_manifest(ensure_compiled(spec, "cpu", tmp_path, progress=False).path)
     gemvs = [k["variant"] for k in manifest["kernels"].values() if k["family"] == "gemv"]
     assert gemvs and set(gemvs) == {TUNED}
-    ids = torch.tensor([[1, 5, 9, 200, 17]])
-    want = load("tiny", backend="eager", dtype="float32").generate(ids, 6, do_sample=False)
-    got = load("tiny", dtype="float32", cache_dir=tmp_path, decode_batches=(1,),
-               progress=False).generate(ids, 6, do_sample=False)
-    assert torch.equal(got, want)
+    assert_generates_like_eager(tmp_path)
 
 
 def test_a_kernel_choice_overrides_its_familys(tmp_path):
