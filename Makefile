@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-export TVM_NUM_THREADS ?= 2
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup generate test test-slow clean

@@ -7,7 +7,7 @@
 #   programs-nograph/  hymba-1.5b bf16 batch 1 without CUDA graphs (graph on vs off)
 #   tvm-runtime.tar.gz a runtime-only TVM: the wheel's tvm package without libtvm_compiler.so
 #   wheels/            the cp312 apache-tvm-ffi wheel (the GPU machine runs Python 3.12)
-#   project/           hymba_compile, ir, schedules as compiled (their sources are in the key)
+#   project/           hymba_compile with ir/, schedules/ inside, as installed (sources in the key)
 #   fixtures/          the official tiny fixture (from ../shared; never committed)
 # Usage: bench/gpu_bundle.sh [OUT_DIR]   (PYTHON=.venv/bin/python by default)
 set -euo pipefail
@@ -36,7 +36,14 @@ FFI_VERSION=$("$PY" -c "from importlib.metadata import version; print(version('a
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d "$STAGE/wheels" "apache-tvm-ffi==$FFI_VERSION"
 mkdir -p "$STAGE/project"
-git ls-files -z hymba_compile ir schedules pyproject.toml | xargs -0 cp --parents -t "$STAGE/project"
+git ls-files -z hymba_compile pyproject.toml | xargs -0 cp --parents -t "$STAGE/project"
+# ir/ and schedules/ go where an install puts them: hymba_compile.ir and hymba_compile.schedules
+for pkg in ir schedules; do
+    git ls-files "$pkg" | while read -r f; do
+        mkdir -p "$STAGE/project/hymba_compile/$(dirname "$f")"
+        cp "$f" "$STAGE/project/hymba_compile/$f"
+    done
+done
 cp -r "$FIXTURE" "$STAGE/fixtures/official-tiny"
 chmod -R u+w "$STAGE/fixtures"
 size_kib=$(du -sk "$STAGE" | cut -f1)

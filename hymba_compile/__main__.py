@@ -280,9 +280,6 @@ def cmd_train_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    import os
-
-    os.environ.setdefault("TVM_NUM_THREADS", str(os.cpu_count() or 1))
     from .bench import kernels
 
     if args.what == "kernels":
@@ -298,7 +295,7 @@ def cmd_bench(args) -> int:
             raise InputError(f"timing on {args.target} needs a GPU runner; without one, "
                              f"--dry reports the CUDA kernels' resources and work")
         if args.dry:
-            from schedules import named_target
+            from hymba_compile.schedules import named_target
 
             from .bench import cuda_kernels
 

@@ -45,7 +45,6 @@ from .targets import is_cpu_target
 CACHE_ENV = "HYMBA_COMPILE_CACHE"
 LIBRARY = "program.so"
 MANIFEST = "manifest.json"
-_ROOT = Path(__file__).resolve().parent.parent
 
 
 def default_cache_dir() -> Path:
@@ -57,8 +56,13 @@ def default_cache_dir() -> Path:
 
 
 def _source_files() -> list[Path]:
+    from . import ir, schedules  # noqa: PLC0415 - their sources, wherever they are installed
+
     here = Path(__file__).resolve().parent
-    files = sorted((_ROOT / "ir").glob("*.py")) + sorted((_ROOT / "schedules").rglob("*.py"))
+    ir_dir, schedules_dir = Path(ir.__file__).parent, Path(schedules.__file__).parent
+    files = sorted(ir_dir.glob("*.py")) + sorted(schedules_dir.rglob("*.py"))
+    if not files:
+        raise RuntimeError(f"no ir/ or schedules/ sources found under {ir_dir}, {schedules_dir}")
     built_by = ["pipeline.py", "cuda_export.py", "cuda_compile.py"]  # passes, nvcc, export
     return files + sorted(here.glob("program*.py")) + [here / name for name in built_by]
 
@@ -93,7 +97,7 @@ def artifact_key(spec: ProgramSpec, target: str, variants: dict | None = None,
                  cuda_graph: bool = True, tuned_records: str | None = None) -> str:
     """The cache key of the executable for `spec` on `target` (named target, e.g. "cpu",
     "cuda:sm_90"). Needs TVM's compiler (the target's full description, e.g. the host CPU)."""
-    from schedules import named_target  # noqa: PLC0415
+    from hymba_compile.schedules import named_target  # noqa: PLC0415
 
     parts = {"spec": spec.digest(), "variants": choices_key(variants),
              "target": str(named_target(target)), "sources": source_digest(), **versions()}
@@ -205,7 +209,7 @@ def available(root: Path) -> str:
 def target_choices(root: Path, target: str) -> tuple[dict, Path]:
     """The choices `explore` recorded for `target` on this machine under the cache `root`
     ({} when none) and the file they come from."""
-    from schedules.target import host_mcpu  # noqa: PLC0415
+    from hymba_compile.schedules.target import host_mcpu  # noqa: PLC0415
 
     path = choices_path(root, target, host_mcpu() if is_cpu_target(target) else None)
     return read_choices(path), path
@@ -250,8 +254,8 @@ def _tuned_database(root: Path, target: str, variants: dict) -> tuple[Path | Non
     else (None, None)."""
     if not any(Choice.coerce(c).variant == TUNED for c in variants.values()):
         return None, None
-    from schedules.target import host_mcpu  # noqa: PLC0415
-    from schedules.tuned import RECORD_FILE  # noqa: PLC0415
+    from hymba_compile.schedules.target import host_mcpu  # noqa: PLC0415
+    from hymba_compile.schedules.tuned import RECORD_FILE  # noqa: PLC0415
 
     folder = tuned_dir(root, target, host_mcpu() if is_cpu_target(target) else None)
     records = folder / RECORD_FILE
@@ -263,7 +267,7 @@ def _compile_into(entry: Path, key: str, spec: ProgramSpec, target: str,
                   tdir: Path | None = None) -> Artifact:
     from tqdm import tqdm  # noqa: PLC0415
 
-    from schedules import named_target  # noqa: PLC0415
+    from hymba_compile.schedules import named_target  # noqa: PLC0415
 
     from .cuda_compile import CudaCompileError  # noqa: PLC0415
     from .program_build import build_and_export  # noqa: PLC0415

@@ -12,16 +12,18 @@ import time
 from dataclasses import dataclass, field
 
 import tvm
+import tvm_ffi
 
-from schedules import apply_schedule, named_target
-from schedules.options import BUILDER_FAMILY
-from schedules.registry import family_of
+from hymba_compile.schedules import apply_schedule, named_target
+from hymba_compile.schedules.options import BUILDER_FAMILY
+from hymba_compile.schedules.registry import family_of
 
 from .choices import LIBRARY, TUNED, Choice
 
 
 _CHOICES: contextvars.ContextVar[dict] = contextvars.ContextVar("kernel_choices", default={})
 _TUNED_DIR: contextvars.ContextVar = contextvars.ContextVar("tuned_dir", default=None)
+_REUSE: contextvars.ContextVar = contextvars.ContextVar("kernel_reuse", default=None)
 _BUILD_SECONDS = [0.0]  # scheduling + tvm.compile time of every build_kernel call so far
 
 
@@ -41,6 +43,17 @@ def choosing(choices: dict[str, Choice]):
 
 
 @contextlib.contextmanager
+def reusing_kernels():
+    """Within the block, `build_kernel` compiles each distinct (PrimFunc, target, schedule)
+    once and hands the same kernel back after that (benches that set a case up many times)."""
+    token = _REUSE.set({})
+    try:
+        yield
+    finally:
+        _REUSE.reset(token)
+
+
+@contextlib.contextmanager
 def tuning_database(folder):
     """Within the block, variant "tuned" takes its schedules from the MetaSchedule database in
     `folder` (`python -m hymba_compile tune`)."""
@@ -54,7 +67,7 @@ def tuning_database(folder):
 def tuned_schedule(func: tvm.tirx.PrimFunc, tgt: tvm.target.Target, folder=None):
     """The tuned schedule of `func` from the database in `folder` (default: the one set by
     `tuning_database`), None when it has no record of this workload."""
-    from schedules.tuned import apply_tuned
+    from hymba_compile.schedules.tuned import apply_tuned
 
     folder = folder if folder is not None else _TUNED_DIR.get()
     return None if folder is None else apply_tuned(func, tgt, folder)
@@ -91,18 +104,32 @@ class Kernel:
 
 def build_kernel(func: tvm.tirx.PrimFunc, target: str = "cpu", variant: str | None = None) -> Kernel:
     """Schedule `func` for the named target (the variant named, else the one chosen for its
-    family by `choosing`, else the default) and compile."""
-    tgt = named_target(target)
+    family by `choosing`, else the default) and compile (once per distinct kernel inside
+    `reusing_kernels`)."""
     knobs = None
     if variant is None:
         chosen = _CHOICES.get()
         choice = chosen.get(str(func.attrs["global_symbol"])) or chosen.get(family_of(func))
         if choice is not None:
             variant, knobs = choice.variant, dict(choice.rule_knobs)
+    memo = _REUSE.get()
+    if memo is None:
+        return _compile(func, target, variant, knobs)
+    key = (tvm_ffi.structural_hash(func), str(func.attrs["global_symbol"]), target, variant,
+           tuple(sorted((knobs or {}).items())), str(_TUNED_DIR.get()))
+    if key not in memo:
+        memo[key] = _compile(func, target, variant, knobs)
+    return memo[key]
+
+
+def _compile(func: tvm.tirx.PrimFunc, target: str, variant: str | None,
+             knobs: dict | None) -> Kernel:
+    """Schedule `func` with this variant and rule knobs (None: the default) and compile."""
     if variant == LIBRARY:
         from .library import library_kernel
 
         return library_kernel(func, target)
+    tgt = named_target(target)
     t0 = time.perf_counter()
     if variant == TUNED:
         sch = tuned_schedule(func, tgt)

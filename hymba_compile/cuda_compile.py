@@ -24,9 +24,9 @@ from pathlib import Path
 import tvm
 import tvm_ffi
 
-from ir.common import KERNEL_ATTR
-from schedules import named_target
-from schedules.target import CUDA_ARCHS
+from hymba_compile.ir.common import KERNEL_ATTR
+from hymba_compile.schedules import named_target
+from hymba_compile.schedules.target import CUDA_ARCHS
 
 # nvcc warnings TVM's code triggers by the hundred: 177 unused variable (CSE leftovers), 1046
 # float literal not exactly representable (TVM prints hex doubles with an 'f' suffix).

@@ -63,7 +63,7 @@ class LibraryKernel:
 def library_kernel(func, target_name: str) -> LibraryKernel:
     """The library function standing in for PrimFunc `func` on the named target; an error
     naming the family when it has none there."""
-    from schedules.registry import family_of
+    from hymba_compile.schedules.registry import family_of
 
     family = family_of(func)
     if not supports(family, target_name):

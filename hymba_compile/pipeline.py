@@ -14,7 +14,7 @@ from tvm import relax
 from tvm.relax.backend.cuda import pipeline as cuda_pipeline
 from tvm.s_tir import dlight
 
-from schedules.cuda.legalized import SymbolicElementwise
+from hymba_compile.schedules.cuda.legalized import SymbolicElementwise
 
 CUDA_GRAPH_CONFIG = "relax.backend.use_cuda_graph"
 

@@ -262,7 +262,7 @@ def build_pocl_kernel(func: tirx.PrimFunc, target: str = "cuda:sm_90", variant: 
     """`func` scheduled as for `target` (schedules.apply_schedule, default or named variant with
     its rule `knobs`), lowered to OpenCL and built on `platform` ("pocl", or "oclgrind": races
     and divergence reported in `.diagnostics` after each call). Cached per process."""
-    from schedules import apply_schedule, named_target
+    from hymba_compile.schedules import apply_schedule, named_target
 
     symbol = str(func.attrs["global_symbol"])
     key = (symbol, tvm_ffi.structural_hash(func), target, variant, platform,

@@ -122,6 +122,6 @@ def to_pocl(mod: tvm.IRModule) -> tvm.IRModule:
 
 def pocl_executable(mod: tvm.IRModule, host: str = "cpu"):
     """`mod` (built for a CUDA target) compiled for the CPU with its kernels on pocl."""
-    from schedules import named_target
+    from hymba_compile.schedules import named_target
 
     return tvm.compile(to_pocl(mod), target=named_target(host))

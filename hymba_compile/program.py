@@ -27,10 +27,10 @@ import numpy as np
 import tvm
 from tvm import relax, tirx
 
-from ir import embed, linear, norm
-from ir.common import KERNEL_ATTR
-from schedules.registry import schedule
-from schedules.options import build_for
+from hymba_compile.ir import embed, linear, norm
+from hymba_compile.ir.common import KERNEL_ATTR
+from hymba_compile.schedules.registry import schedule
+from hymba_compile.schedules.options import build_for
 
 from .build import builder_knobs, tuned_schedule
 from .choices import LIBRARY, TUNED, Choice

@@ -11,7 +11,7 @@ import re
 import tvm
 from tvm import tirx
 
-from ir.common import KERNEL_ATTR
+from hymba_compile.ir.common import KERNEL_ATTR
 
 from .choices import LIBRARY
 from .pipeline import compile_relax

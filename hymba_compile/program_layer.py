@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from ir import attention as A
-from ir import combine, conv, linear, norm, scan
-from schedules.options import scan_algorithm
+from hymba_compile.ir import attention as A
+from hymba_compile.ir import combine, conv, linear, norm, scan
+from hymba_compile.schedules.options import scan_algorithm
 
 from .config import GLOBAL
 

@@ -20,7 +20,7 @@ def is_cpu_target(target: str) -> bool:
 def cuda_archs() -> list[str]:
     """The architectures `cuda:all` compiles: the project's list, limited to what the
     installed nvcc supports when it is there."""
-    from schedules.target import CUDA_ARCHS  # noqa: PLC0415
+    from hymba_compile.schedules.target import CUDA_ARCHS  # noqa: PLC0415
 
     from .cuda_compile import find_nvcc, supported_archs  # noqa: PLC0415
 
@@ -29,7 +29,7 @@ def cuda_archs() -> list[str]:
 
 def parse_targets(text: str) -> list[str]:
     """"cpu", "cuda:sm_90", a comma-separated list, or "cuda:all" -> validated target names."""
-    from schedules import named_target  # noqa: PLC0415
+    from hymba_compile.schedules import named_target  # noqa: PLC0415
 
     names = []
     for part in (p.strip() for p in text.split(",")):

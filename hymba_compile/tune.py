@@ -16,8 +16,8 @@ from tqdm import tqdm
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
-from schedules import named_target
-from schedules.tuned import apply_tuned, database_files
+from hymba_compile.schedules import named_target
+from hymba_compile.schedules.tuned import apply_tuned, database_files
 
 from .build import Kernel, build_kernel
 from .errors import InputError

@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from schedules.target import host_mcpu
-from schedules.tuned import database_files, open_database
+from hymba_compile.schedules.target import host_mcpu
+from hymba_compile.schedules.tuned import database_files, open_database
 
 from .artifacts import default_cache_dir
 from .choices import tuned_dir

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import tvm_ffi
 from tvm import tirx
 
-from schedules.registry import family_of
+from hymba_compile.schedules.registry import family_of
 
 
 # Symbolic sizes that count sequences in a batch (bound to 1); every other one counts rows,

@@ -15,7 +15,7 @@ import tvm
 import tvm_ffi
 from tvm import tirx
 
-import ir
+from hymba_compile import ir
 
 from .options import build_for
 from .registry import DLIGHT, family_of, schedule

@@ -20,7 +20,7 @@ import tvm
 from tvm import s_tir
 from tvm.s_tir import dlight as dl
 
-from ir.common import KERNEL_ATTR
+from hymba_compile.ir.common import KERNEL_ATTR
 
 from .target import arch_number, is_cpu, target_kind
 
@@ -81,9 +81,9 @@ def _load_rules(kind: str) -> None:
         return
     for name in FAMILY_MODULES:
         try:
-            importlib.import_module(f"schedules.{kind}.{name}")
+            importlib.import_module(f"{__package__}.{kind}.{name}")
         except ModuleNotFoundError as e:
-            if e.name != f"schedules.{kind}.{name}":
+            if e.name != f"{__package__}.{kind}.{name}":
                 raise
     _loaded.add(kind)
 

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from hymba_compile import cuda_compile as cc
-from schedules import apply_schedule, named_target
-from schedules.coverage import examples
-from schedules.options import build_for
-from schedules.registry import schedule
+from hymba_compile.schedules import apply_schedule, named_target
+from hymba_compile.schedules.coverage import examples
+from hymba_compile.schedules.options import build_for
+from hymba_compile.schedules.registry import schedule
 
 TARGET = "cuda:sm_90"
 NVCC = cc.find_nvcc()
@@ -278,7 +278,7 @@ def test_occupancy_model():
 
 def test_host_kernel_is_reported():
     """An unscheduled kernel (no thread bindings) lands on the host: lower_cuda names it."""
-    from ir.norm import rmsnorm
+    from hymba_compile.ir.norm import rmsnorm
 
     func = rmsnorm(1600, "float32")
     with pytest.raises(cc.CudaCompileError, match=str(func.attrs["global_symbol"])):
@@ -288,7 +288,7 @@ def test_host_kernel_is_reported():
 @needs_nvcc
 def test_single_arch_resources_match(compiled):
     """resource_usage (one cubin) agrees with the fatbin's report for the same kernel."""
-    from ir.norm import rmsnorm
+    from hymba_compile.ir.norm import rmsnorm
 
     code = cc.lower_cuda({"k": apply_schedule(rmsnorm(1600, "bfloat16"), named_target(TARGET))},
                          TARGET)

@@ -14,7 +14,7 @@ from tvm import tirx
 from hymba_compile import cuda_compile as cc
 from hymba_compile.config import preset
 from hymba_compile.program import ProgramSpec, build_program
-from schedules import named_target
+from hymba_compile.schedules import named_target
 from tests.test_cuda_compile import STACK_LIMIT, _over_budget, _spills, needs_nvcc
 
 pytestmark = needs_nvcc

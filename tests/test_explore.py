@@ -19,10 +19,10 @@ from hymba_compile.explore.model import fusion_points, parity
 from hymba_compile.explore.space import points
 from hymba_compile.program import program_kernels
 from hymba_compile.program_spec import ProgramSpec
-from ir.linear import gemv
-from schedules import named_target
-from schedules.registry import schedule
-from schedules.target import host_mcpu
+from hymba_compile.ir.linear import gemv
+from hymba_compile.schedules import named_target
+from hymba_compile.schedules.registry import schedule
+from hymba_compile.schedules.target import host_mcpu
 from tests.conftest import run_cli
 from tests.kernels.helpers import needs_pocl
 

@@ -52,7 +52,7 @@ def _pocl_model(dtype: torch.dtype, decode_batches: tuple[int, ...]):
     from hymba_compile.reference import HymbaReference
     from hymba_compile.runtime import CompiledRuntime
     from hymba_compile.weights import load_parameters
-    from schedules import named_target
+    from hymba_compile.schedules import named_target
 
     config = HymbaConfig.from_file(FIXTURE_DIR)
     params = load_parameters(FIXTURE_DIR, config, dtype)

@@ -9,13 +9,13 @@ import tvm_ffi
 from tvm import tirx
 
 from hymba_compile.tir_eval import evaluate
-from ir import attention as A
-from ir.norm import rmsnorm
-from ir.scan import selective_state_update
-from schedules import named_target
-from schedules.coverage import coverage, examples, families, host_stores, uncovered
-from schedules.options import BUILDER_FAMILY, build_for, kernel_options, scan_algorithm
-from schedules.registry import UNSCHEDULED, cuda_rule, registered, schedule, variants
+from hymba_compile.ir import attention as A
+from hymba_compile.ir.norm import rmsnorm
+from hymba_compile.ir.scan import selective_state_update
+from hymba_compile.schedules import named_target
+from hymba_compile.schedules.coverage import coverage, examples, families, host_stores, uncovered
+from hymba_compile.schedules.options import BUILDER_FAMILY, build_for, kernel_options, scan_algorithm
+from hymba_compile.schedules.registry import UNSCHEDULED, cuda_rule, registered, schedule, variants
 
 CUDA = named_target("cuda:sm_90")
 CPU = named_target("cpu")

@@ -21,10 +21,10 @@ from hymba_compile.build import Kernel, build_kernel
 from hymba_compile.config import preset
 from hymba_compile.tune_compare import max_difference, random_args
 from hymba_compile.tune_kernels import bind_sizes
-from ir import norm
-from schedules import named_target
-from schedules.options import build_for
-from schedules.tuned import RECORD_FILE, WORKLOAD_FILE, apply_tuned, open_database
+from hymba_compile.ir import norm
+from hymba_compile.schedules import named_target
+from hymba_compile.schedules.options import build_for
+from hymba_compile.schedules.tuned import RECORD_FILE, WORKLOAD_FILE, apply_tuned, open_database
 from tests.conftest import run_cli
 
 KEY = "hymba-test"

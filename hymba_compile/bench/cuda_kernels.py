@@ -67,7 +67,7 @@ def _cuda_variant_ok(case: KernelCase, target) -> bool:
     """False for a case that times a CPU-only schedule variant (its CUDA twin is the default)."""
     if case.variant is None:
         return True
-    from schedules.registry import variants
+    from hymba_compile.schedules.registry import variants
 
     call = case.kernels[0]
     return case.variant in variants(call.builder(*call.args, **call.kwargs), target)
@@ -117,8 +117,8 @@ def make_inputs(func, dims: dict, ranges: dict, seed: int = 0) -> list[torch.Ten
 def pocl_error(call: KernelCall, cuda_target: str) -> float:
     """Max abs difference between the CUDA schedule on pocl and the CPU build, over every
     parameter the kernel writes, at the call's small size. NaN where exactly one side is NaN."""
-    from schedules import named_target
-    from schedules.options import build_for
+    from hymba_compile.schedules import named_target
+    from hymba_compile.schedules.options import build_for
 
     from ..build import build_kernel
     from ..pocl import build_pocl_kernel
@@ -149,8 +149,8 @@ def pocl_error(call: KernelCall, cuda_target: str) -> float:
 
 def _schedule_all(cases: list[KernelCase], target) -> dict[tuple, Func]:
     """{(builder, args, kwargs): Func} for every PrimFunc of the cases (each scheduled once)."""
-    from schedules.options import build_for
-    from schedules.registry import family_of, schedule
+    from hymba_compile.schedules.options import build_for
+    from hymba_compile.schedules.registry import family_of, schedule
 
     funcs: dict = {}
     for case in cases:
@@ -282,7 +282,7 @@ def run(target: str = "cuda:sm_90", only: list[str] | None = None, json_out: str
         check: bool = True, echo: Callable[[str], None] = print) -> list[dict]:
     """The dry run over the (selected) cases: print the table, write the JSON list (to
     `json_out`, default `default_out()`), return the rows."""
-    from schedules import named_target
+    from hymba_compile.schedules import named_target
 
     from .. import cuda_compile as cc
     from ..fileio import atomic_write_text

@@ -1,4 +1,4 @@
-"""Timing helpers: medians of repeated runs, and the machine's read bandwidth."""
+"""Timing helper: medians of repeated runs (the read bandwidth is bench/bandwidth.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import statistics
 import time
 from typing import Callable
 
-import torch
 
 
 def median_ms(fn: Callable[[], object], repeat: int = 7, min_batch_s: float = 0.02,
@@ -30,18 +29,3 @@ def median_ms(fn: Callable[[], object], repeat: int = 7, min_batch_s: float = 0.
         sync()
         samples.append((time.perf_counter() - t0) / number)
     return statistics.median(samples) * 1e3
-
-
-def peak_read_gbps(gib: float = 1.0, repeat: int = 5) -> float:
-    """The machine's read bandwidth: best of `torch.mv` over a `gib` GiB float32 matrix using all
-    cores, counting the matrix bytes read (GB/s, 1e9 bytes)."""
-    n = int((gib * 2**30 / 4) ** 0.5)
-    a = torch.empty(n, n).uniform_()
-    x = torch.ones(n)
-    torch.mv(a, x)
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        torch.mv(a, x)
-        best = min(best, time.perf_counter() - t0)
-    return a.numel() * 4 / best / 1e9

@@ -48,7 +48,7 @@ def run(args) -> int:
     from ..artifacts import default_cache_dir
     from ..errors import InputError
 
-    from schedules import named_target
+    from hymba_compile.schedules import named_target
 
     if args.repeat < 1:
         raise InputError(f"--repeat must be at least 1, got {args.repeat}")

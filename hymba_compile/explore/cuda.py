@@ -31,7 +31,7 @@ POCL_FP32_RTOL, POCL_BF16_RTOL = 1e-4, 2.0 ** -7  # vs the CPU build (module doc
 def _with_knobs(call, args, choice: Choice, family: str, target):
     """The call's PrimFunc at `args` with the target's knobs and the point's builder knobs (which
     win over the call's own keywords)."""
-    from schedules.options import build_for
+    from hymba_compile.schedules.options import build_for
 
     knobs = builder_knobs(call.builder, {family: choice})
     return build_for(call.builder, args, target, **{**call.kwargs, **knobs})
@@ -43,7 +43,7 @@ def pocl_check(call, family: str, choice: Choice, target, target_name: str) -> d
     from ..bench.cuda_kernels import make_inputs
     from ..build import build_kernel
     from ..pocl import build_pocl_kernel
-    from schedules.registry import family_of
+    from hymba_compile.schedules.registry import family_of
 
     args = call.small_args if call.small_args is not None else call.args
     func = _with_knobs(call, args, choice, family, target)
@@ -110,7 +110,7 @@ def _ptxas_error(e: Exception) -> str:
 def explore_case_cuda(cf: CaseFamilies, target, target_name: str, variants: list[str] | None,
                       on_row: Callable[[dict], None]) -> list[dict]:
     """Every point of every family of the case: resources at full size, pocl check."""
-    from schedules.registry import family_of, schedule
+    from hymba_compile.schedules.registry import family_of, schedule
 
     arch = str(target.attrs["arch"])
     case, rows, funcs, owners = cf.case, [], {}, {}

@@ -46,7 +46,7 @@ class CaseFamilies:
 
 def case_families(case: KernelCase) -> list[str]:
     """The families of the PrimFuncs the case runs, in order, without repeats."""
-    from schedules.registry import family_of
+    from hymba_compile.schedules.registry import family_of
 
     out = []
     for call in case.kernels:
@@ -82,7 +82,7 @@ def known_families() -> list[str]:
 def kernel_symbols(case: KernelCase, family: str) -> list[str]:
     """The global symbols of the case's kernels of `family` (default knobs): the program's
     names for them at the same sizes."""
-    from schedules.registry import family_of
+    from hymba_compile.schedules.registry import family_of
 
     funcs = [call.builder(*call.args, **call.kwargs) for call in case.kernels]
     return [str(f.attrs["global_symbol"]) for f in funcs if family_of(f) == family]
@@ -91,7 +91,7 @@ def kernel_symbols(case: KernelCase, family: str) -> list[str]:
 def has_tuned_records(case: KernelCase, family: str, target) -> bool:
     """Whether the tuning database in use (`build.tuning_database`) has a record for every
     kernel of `family` the case runs, at the case's sizes."""
-    from schedules.registry import family_of
+    from hymba_compile.schedules.registry import family_of
 
     found = False
     for call in case.kernels:
@@ -120,7 +120,7 @@ def tolerance(reference: torch.Tensor, case: KernelCase) -> float:
 
 def _build_case_kernels(case: KernelCase, family: str, choice: Choice) -> None:
     """Build (and drop) the case's kernels of `family` with the point, as its setup would."""
-    from schedules.registry import family_of
+    from hymba_compile.schedules.registry import family_of
 
     with choosing({family: choice}):
         for call in case.kernels:

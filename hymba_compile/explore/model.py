@@ -31,8 +31,8 @@ PARITY_STEPS = 8
 def fusion_points(only: list[str] | None, target: str = "cpu") -> list[dict]:
     """The default program ({}), then each fusion variant's other values one at a time (a scan
     value that is what the target uses anyway is the default program: left out)."""
-    from schedules import named_target
-    from schedules.options import scan_algorithm
+    from hymba_compile.schedules import named_target
+    from hymba_compile.schedules.options import scan_algorithm
 
     same_as_default = {("scan", scan_algorithm(named_target(target)))}
     pts = [{}]
@@ -93,7 +93,7 @@ def time_variant(fusions: dict, model: str, dtype: str, target: str, cache: str,
 
 
 def _copy_tuning_database(cache_root: Path, cache: Path, target: str) -> None:
-    from schedules.target import host_mcpu
+    from hymba_compile.schedules.target import host_mcpu
 
     from ..choices import tuned_dir
     from ..targets import is_cpu_target

@@ -25,8 +25,8 @@ def explore_kernels(target_name: str, out: Path, families: list[str] | None = No
     False); returns the JSON record."""
     from tqdm import tqdm
 
-    from schedules import named_target
-    from schedules.target import host_mcpu, is_cpu
+    from hymba_compile.schedules import named_target
+    from hymba_compile.schedules.target import host_mcpu, is_cpu
 
     try:
         target = named_target(target_name)

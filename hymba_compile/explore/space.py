@@ -10,11 +10,11 @@ import itertools
 
 import tvm
 
-from ir import attention as ir_attention
-from ir import scan as ir_scan
-from schedules.options import BUILDER_FAMILY, builder_grid, kernel_options
-from schedules.registry import DLIGHT, knob_grid, registered
-from schedules.target import is_cpu
+from hymba_compile.ir import attention as ir_attention
+from hymba_compile.ir import scan as ir_scan
+from hymba_compile.schedules.options import BUILDER_FAMILY, builder_grid, kernel_options
+from hymba_compile.schedules.registry import DLIGHT, knob_grid, registered
+from hymba_compile.schedules.target import is_cpu
 
 from ..choices import LIBRARY, Choice
 from ..library import supports

@@ -15,7 +15,7 @@ from __future__ import annotations
 import tvm
 from tvm import s_tir, tirx
 
-from ir.attention import KEY_WALK_ATTR, REDUCE_ATTR
+from hymba_compile.ir.attention import KEY_WALK_ATTR, REDUCE_ATTR
 
 from ..registry import cuda_rule
 from .common import chunk_for, schedule_children, to_shared

@@ -13,8 +13,8 @@ import torch
 
 from hymba_compile.build import build_kernel
 from hymba_compile.pocl import build_pocl_kernel, pocl_unavailable_reason
-from schedules import named_target
-from schedules.options import builder_options
+from hymba_compile.schedules import named_target
+from hymba_compile.schedules.options import builder_options
 
 POCL = "pocl"
 CUDA_TARGET = "cuda:sm_90"

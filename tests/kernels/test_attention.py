@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from hymba_compile.config import GLOBAL, SLIDING
 from hymba_compile.reference import apply_rope, attention, rope_cos_sin, rope_inv_freq, visible_keys
-from ir import attention as A
-from schedules import named_target, variants
+from hymba_compile.ir import attention as A
+from hymba_compile.schedules import named_target, variants
 from tests.kernels.helpers import POCL, TORCH_DTYPES, assert_close, cached_kernel, with_pocl
 
 CPU = named_target("cpu")

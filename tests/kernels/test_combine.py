@@ -19,9 +19,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hymba_compile.reference import hybrid_combine, swiglu
-from ir.combine import gate_up_decode, gate_up_prefill, hybrid_combine_decode, norm_average
-from ir.linear import gemv, matmul
-from schedules import named_target, variants
+from hymba_compile.ir.combine import gate_up_decode, gate_up_prefill, hybrid_combine_decode, norm_average
+from hymba_compile.ir.linear import gemv, matmul
+from hymba_compile.schedules import named_target, variants
 from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel, with_pocl
 
 CPU = named_target("cpu")

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from hymba_compile.reference import causal_conv1d as conv_ref
 from hymba_compile.reference import causal_conv1d_step as step_ref
 from hymba_compile.reference import conv_state_after
-from ir.conv import causal_conv1d, causal_conv1d_step
-from schedules import named_target, variants
+from hymba_compile.ir.conv import causal_conv1d, causal_conv1d_step
+from hymba_compile.schedules import named_target, variants
 from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel, with_pocl
 
 CPU = named_target("cpu")

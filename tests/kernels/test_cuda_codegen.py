@@ -29,11 +29,11 @@ import pytest
 import tvm
 from tvm.support import nvcc
 
-import ir
+from hymba_compile import ir
 from hymba_compile.build import cuda_source
-from schedules import apply_schedule, named_target
-from schedules.coverage import host_stores
-from schedules.options import build_for
+from hymba_compile.schedules import apply_schedule, named_target
+from hymba_compile.schedules.coverage import host_stores
+from hymba_compile.schedules.options import build_for
 
 # TVM's build plus nvcc take ~1 s per example: 64 s for the 62 examples of today on the shared
 # 2-core box (one core busy elsewhere); hence slow (`pytest -m slow`).

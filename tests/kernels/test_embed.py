@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hymba_compile.reference import final_logits
-from ir.embed import embedding, lm_head_decode, lm_head_prefill
-from schedules import named_target, variants
+from hymba_compile.ir.embed import embedding, lm_head_decode, lm_head_prefill
+from hymba_compile.schedules import named_target, variants
 from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel, with_pocl
 
 CPU = named_target("cpu")

@@ -17,8 +17,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hymba_compile.reference import linear
-from ir.linear import gemv, matmul
-from schedules import named_target, variants
+from hymba_compile.ir.linear import gemv, matmul
+from hymba_compile.schedules import named_target, variants
 from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel, with_pocl
 
 CPU = named_target("cpu")

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hymba_compile.reference import add_rms_norm, rms_norm
-from ir.norm import add_rmsnorm, rmsnorm
-from schedules import named_target, variants
+from hymba_compile.ir.norm import add_rmsnorm, rmsnorm
+from hymba_compile.schedules import named_target, variants
 from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel, with_pocl
 
 CPU = named_target("cpu")

@@ -20,11 +20,11 @@ from hymba_compile.opencl_lower import lower_to_opencl
 from hymba_compile.pocl import PoclKernel, build_pocl_kernel, pocl_unavailable_reason
 from hymba_compile.reference import add_rms_norm, causal_conv1d_step, linear, rms_norm
 from hymba_compile.reference import ssm_input_split as split_ref
-from ir.conv import causal_conv1d_step as conv_step
-from ir.linear import gemv, matmul
-from ir.norm import add_rmsnorm, rmsnorm
-from ir.scan import ssm_input_split
-from schedules import apply_schedule, named_target
+from hymba_compile.ir.conv import causal_conv1d_step as conv_step
+from hymba_compile.ir.linear import gemv, matmul
+from hymba_compile.ir.norm import add_rmsnorm, rmsnorm
+from hymba_compile.ir.scan import ssm_input_split
+from hymba_compile.schedules import apply_schedule, named_target
 from tests.kernels.helpers import TORCH_DTYPES, assert_close
 
 pytestmark = pytest.mark.skipif(pocl_unavailable_reason() is not None,

@@ -10,10 +10,10 @@ import pytest
 
 from hymba_compile.bench.cuda_kernels import make_inputs
 from hymba_compile.pocl import oclgrind_check, pocl_unavailable_reason
-from ir import attention as A
-from ir import combine, conv, embed, linear, norm, scan
-from schedules import named_target
-from schedules.options import build_for
+from hymba_compile.ir import attention as A
+from hymba_compile.ir import combine, conv, embed, linear, norm, scan
+from hymba_compile.schedules import named_target
+from hymba_compile.schedules.options import build_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     pocl_unavailable_reason("oclgrind") is not None,

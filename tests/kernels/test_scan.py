@@ -30,8 +30,8 @@ from hypothesis import strategies as st
 from hymba_compile.reference import selective_scan as scan_ref
 from hymba_compile.reference import selective_state_update as update_ref
 from hymba_compile.reference import ssm_input_split as split_ref
-from ir.scan import selective_scan, selective_scan_chunked, selective_state_update, ssm_input_split
-from schedules import named_target, variants
+from hymba_compile.ir.scan import selective_scan, selective_scan_chunked, selective_state_update, ssm_input_split
+from hymba_compile.schedules import named_target, variants
 from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel, with_pocl
 
 CPU = named_target("cpu")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ir.attention import (HYMBA_BASE, attention_decode_global, attention_decode_sliding,
+from hymba_compile.ir.attention import (HYMBA_BASE, attention_decode_global, attention_decode_sliding,
                           attention_prefill, rope_qkv)
 
 from ...build import build_kernel, knobbed

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from ir.combine import D_FF, D_INNER, D_MODEL, EPS, gate_up_decode, gate_up_prefill, \
+from hymba_compile.ir.combine import D_FF, D_INNER, D_MODEL, EPS, gate_up_decode, gate_up_prefill, \
     hybrid_combine_decode, norm_average
-from ir.linear import gemv, matmul
+from hymba_compile.ir.linear import gemv, matmul
 
 from ...build import build_kernel, knobbed
 from ...reference import hybrid_combine, swiglu

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ir.conv import causal_conv1d, causal_conv1d_step
+from hymba_compile.ir.conv import causal_conv1d, causal_conv1d_step
 
 from ...build import build_kernel, knobbed
 from ...reference import causal_conv1d as conv_ref

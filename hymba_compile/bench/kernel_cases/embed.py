@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ir.embed import embedding, lm_head_decode, lm_head_prefill
+from hymba_compile.ir.embed import embedding, lm_head_decode, lm_head_prefill
 
 from ...build import build_kernel, knobbed
 from ...reference import final_logits

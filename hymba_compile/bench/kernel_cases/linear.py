@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ir.linear import SHAPES, gemv, matmul
+from hymba_compile.ir.linear import SHAPES, gemv, matmul
 
 from ...build import build_kernel, knobbed
 from ...reference import linear

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ir.norm import add_rmsnorm, rmsnorm
+from hymba_compile.ir.norm import add_rmsnorm, rmsnorm
 
 from ...build import build_kernel, knobbed
 from ...reference import add_rms_norm, rms_norm

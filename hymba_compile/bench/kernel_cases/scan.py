@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ir.scan import selective_scan, selective_scan_chunked, selective_state_update, ssm_input_split
+from hymba_compile.ir.scan import selective_scan, selective_scan_chunked, selective_state_update, ssm_input_split
 
 from ...build import build_kernel, knobbed
 from ...reference import selective_scan as scan_ref
