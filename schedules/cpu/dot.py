@@ -1,0 +1,201 @@
+"""The bf16 dot-product instruction on x86 CPUs (avx512_bf16's vdpbf16ps: 16 fp32 accumulators
++= pairs of bf16 products, 32 multiply-adds per instruction, twice the fp32 FMA rate) for the
+linears' reduction blocks, as a TensorIntrin.
+
+How the instruction is reached (TVM 0.27, LLVM 22), each alternative measured:
+* `T.call_llvm_pure_intrin` cannot: the intrinsic takes <32 x bfloat>, and TVM legalizes every
+  bf16 value of a CPU kernel to fp32 (BF16ComputeLegalize) and bf16 storage to u16; its LLVM
+  codegen has no bf16 type (it segfaults when both legalizations are skipped).
+* So the intrinsic sits in a 6-line LLVM IR helper taking pointers, linked into the module by
+  the `pragma_import_llvm` annotation and inlined (alwaysinline); the kernel calls it with
+  `T.call_extern` on buffer addresses (the bf16 ones typed as their u16 storage, `_bf16_ptr`). The accumulator tile is a small constant "global"
+  buffer (a stack array that LLVM promotes to registers once the helper is inlined).
+
+A reduction block y[..] = sum_k f32(xb[.., k]) * f32(w[.., k]) with bf16 xb and w is split
+k -> (ko, l 16, p 2) and rfactored over l, which gives exactly the instruction's shape:
+part[.., l] += xb[.., 32 ko + 2 l + p] * w[.., 32 ko + 2 l + p] over p, then y = sum_l part.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import s_tir
+from tvm.script import tirx as T
+
+LANES, PAIRS = 16, 2  # fp32 accumulators per instruction, bf16 products summed into each
+K_STEP = LANES * PAIRS  # k consumed per instruction
+INTRIN = "hymba_x86_dpbf16ps_16x2"
+HELPER = "hymba_dpbf16ps_16x2"
+FEATURE = "avx512bf16"
+
+LLVM_HELPER = f"""
+declare <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float>, <32 x bfloat>, <32 x bfloat>)
+
+define linkonce_odr i32 @{HELPER}(ptr %c, ptr %a, ptr %b) alwaysinline {{
+  %acc = load <16 x float>, ptr %c, align 4
+  %av = load <32 x bfloat>, ptr %a, align 2
+  %bv = load <32 x bfloat>, ptr %b, align 2
+  %r = call <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float> %acc, <32 x bfloat> %av, <32 x bfloat> %bv)
+  store <16 x float> %r, ptr %c, align 4
+  ret i32 0
+}}
+"""
+
+
+def _bf16_ptr(data, offset, extent):
+    """Address of a bf16 buffer's element `offset`, typed as its u16 storage: `access_ptr`
+    would carry the bf16 element type, which BF16ComputeLegalize retypes to fp32 and
+    LowerIntrin then rejects against the u16 storage."""
+    return tvm.tirx.call_intrin("handle", "tirx.tvm_access_ptr",
+                                tvm.tirx.type_annotation("uint16"), data, offset, extent, 1)
+
+
+def _intrinsic(index: str):
+    """(desc, impl) of the instruction for loops and shapes indexed in `index` ("int32", or
+    "int64" as the GEMM's symbolic-row kernels are: tensorize matches index types exactly)."""
+    n_lanes, n_pairs, k_step = (tvm.tirx.const(v, index) for v in (LANES, PAIRS, K_STEP))
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (k_step,), "bfloat16", offset_factor=1)
+        B = T.match_buffer(b, (k_step,), "bfloat16", offset_factor=1)
+        C = T.match_buffer(c, (n_lanes,), "float32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:n_lanes], A[0:k_step], B[0:k_step])
+            T.writes(C[0:n_lanes])
+            for i, p in T.grid(n_lanes, n_pairs):
+                with T.sblock("update"):
+                    vi, vp = T.axis.remap("SR", [i, p])
+                    C[vi] = C[vi] + T.Cast("float32", A[vi * n_pairs + vp]) * \
+                        T.Cast("float32", B[vi * n_pairs + vp])
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
+        A = T.match_buffer(a, (k_step,), "bfloat16", offset_factor=1)
+        B = T.match_buffer(b, (k_step,), "bfloat16", offset_factor=1)
+        C = T.match_buffer(c, (n_lanes,), "float32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:n_lanes], A[0:k_step], B[0:k_step])
+            T.writes(C[0:n_lanes])
+            T.evaluate(T.call_extern("int32", HELPER, C.access_ptr("rw"),
+                                     _bf16_ptr(A.data, A.elem_offset, k_step),
+                                     _bf16_ptr(B.data, B.elem_offset, k_step)))
+
+    return desc, impl
+
+
+_registered: set[str] = set()
+
+
+def intrin_name(index: str = "int32") -> str:
+    """The registered TensorIntrin's name for `index`-typed loops (registered on first use)."""
+    name = f"{INTRIN}_{index}"
+    if name not in _registered:
+        s_tir.TensorIntrin.register(name, *_intrinsic(index), override=True)
+        _registered.add(name)
+    return name
+
+
+def has_bf16_dot(target: tvm.target.Target) -> bool:
+    """Whether the LLVM target's CPU (its mcpu and feature flags) has avx512_bf16."""
+    if target.kind.name != "llvm":
+        return False
+    try:
+        return bool(tvm.target.codegen.target_has_features(FEATURE, target))
+    except Exception:  # noqa: BLE001 - a target LLVM cannot describe has no such feature
+        return False
+
+
+def applies(weight_dtype: str, k: int | None, target: tvm.target.Target) -> bool:
+    """The dot-product schedule fits: bf16 weights, k a multiple of 32, and the instruction on
+    the target."""
+    return (weight_dtype == "bfloat16" and k is not None and k % K_STEP == 0
+            and has_bf16_dot(target))
+
+
+def rfactor_pairs(sch: s_tir.Schedule, block):
+    """Split the reduction loop k (last loop of `block`) into (ko, 16, 2) and rfactor the 16:
+    returns the rf block, whose last three loops are (ko, l, p)."""
+    k = sch.get_loops(block)[-1]
+    _, l, _ = sch.split(k, [None, LANES, PAIRS])
+    return sch.rfactor(l, factor_axis=len(sch.get_loops(block)) - 3)
+
+
+_STACK_BYTES = 1024  # as tiles.py: "global" constant buffers under this size go on the stack
+_PARTITION = "pragma_loop_partition_hint"
+
+
+def _activations_loop(sch: s_tir.Schedule, parallel: bool) -> object:
+    """Vectorise the rounding stage xb = bf16(x) (rows in parallel when `parallel`); returns
+    its outer loop."""
+    xb = sch.get_sblock("xb")
+    r, c = sch.get_loops(xb)
+    co, ci = sch.split(c, [None, K_STEP])
+    sch.vectorize(ci)
+    if parallel:
+        sch.parallel(r)
+    return r
+
+
+def gemv_dot_block(sch: s_tir.Schedule, block, batch: int, n: int, rows: int) -> None:
+    """Row-parallel GEMV with the instruction: per `rows` output rows, all batch rows against
+    the same weight vectors, one 16-lane accumulator per (batch row, output row)."""
+    rf = rfactor_pairs(sch, block)
+    b, j, ko, lane, _ = sch.get_loops(rf)
+    jo, ji = sch.split(j, [None, rows])
+    sch.reorder(jo, ko, b, ji, lane)
+    sch.reverse_compute_at(block, jo)
+    sch.parallel(jo)
+    sch.unroll(b)
+    sch.unroll(ji)
+    init = sch.decompose_reduction(rf, ko)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(lane, intrin_name())
+    sch.annotate(_activations_loop(sch, parallel=False), "pragma_import_llvm", LLVM_HELPER)
+
+
+def gemv_dot_rows(batch: int, n: int, rows: int | None) -> int | None:
+    """Output rows per step (default: 1 up to batch 2, else 2): the accumulators, batch *
+    rows * 64 bytes, stay under the stack limit, and rows divide n. None: none fits."""
+    rows = rows or (1 if batch <= 2 else 2)
+    while rows > 1 and (n % rows or batch * rows * LANES * 4 >= _STACK_BYTES):
+        rows -= 1
+    return rows if batch * rows * LANES * 4 < _STACK_BYTES else None
+
+
+def gemm_dot_block(sch: s_tir.Schedule, n: int, mr: int, nr: int, nb: int = 64) -> None:
+    """The padded bf16-activation GEMM of ir/linear.py (stages xb, part, y) with the
+    instruction: register tiles of mr x-rows by nr w-rows (mr * nr accumulators of 16 lanes),
+    blocks of about nb w-rows in parallel, every x-row tile in turn within a block (the
+    block stays in L2, the x tile in L1), y written back per tile (only rows < m).
+
+    The rows are padded in the IR because tensorize refuses a block under a predicate (TVM
+    0.27: "rhs_buffer_map_.count(desc)"), which a row split with a tail would add."""
+    part, y = sch.get_sblock("part"), sch.get_sblock("y")
+    i, j, lane, ko, _ = sch.get_loops(part)
+    tiles = n // nr
+    per_block = max(d for d in range(1, min(tiles, max(1, nb // nr)) + 1) if tiles % d == 0)
+    jo, jb, ji = sch.split(j, [None, per_block, nr])
+    io, ii = sch.split(i, [None, mr])
+    sch.reorder(jo, io, jb, ko, ii, ji, lane)
+    sch.parallel(jo)  # before y moves under it: y (rows < m of the padded part) is refused
+    sch.reverse_compute_at(y, jb)
+    sch.unroll(ii)
+    sch.unroll(ji)
+    init = sch.decompose_reduction(part, ko)
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(lane, intrin_name("int64"))
+    _activations_loop(sch, parallel=True)
+    sch.annotate(ko, "pragma_import_llvm", LLVM_HELPER)
+
+
+def gemm_dot_tile(n: int, mr: int, nr: int, pad_rows: int) -> tuple[int, int] | None:
+    """(mr, nr): mr dividing the IR's row padding, nr dividing n (nr, 4, 3, 2, 1 tried in
+    turn), mr * nr * 64 bytes of accumulators under the stack limit (fewer rows first);
+    None when nothing fits."""
+    if pad_rows % mr:
+        return None
+    nr = next(r for r in (nr, 4, 3, 2, 1) if n % r == 0)
+    while mr > 1 and (mr * nr * LANES * 4 >= _STACK_BYTES or pad_rows % mr):
+        mr -= 1
+    return (mr, nr) if mr * nr * LANES * 4 < _STACK_BYTES else None
