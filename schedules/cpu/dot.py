@@ -26,6 +26,8 @@ LANES, PAIRS = 16, 2  # fp32 accumulators per instruction, bf16 products summed 
 K_STEP = LANES * PAIRS  # k consumed per instruction
 INTRIN = "hymba_x86_dpbf16ps_16x2"
 HELPER = "hymba_dpbf16ps_16x2"
+HSUM = "hymba_hsum_16"  # sum of 16 fp32 lanes as a shuffle tree (reassociated)
+HSUM_INTRIN = "hymba_x86_hsum_16"
 FEATURE = "avx512bf16"
 
 LLVM_HELPER = f"""
@@ -38,6 +40,14 @@ define linkonce_odr i32 @{HELPER}(ptr %c, ptr %a, ptr %b) alwaysinline {{
   %r = call <16 x float> @llvm.x86.avx512bf16.dpbf16ps.512(<16 x float> %acc, <32 x bfloat> %av, <32 x bfloat> %bv)
   store <16 x float> %r, ptr %c, align 4
   ret i32 0
+}}
+
+declare float @llvm.vector.reduce.fadd.v16f32(float, <16 x float>)
+
+define linkonce_odr float @{HSUM}(ptr %c) alwaysinline {{
+  %v = load <16 x float>, ptr %c, align 4
+  %r = call reassoc float @llvm.vector.reduce.fadd.v16f32(float -0.0, <16 x float> %v)
+  ret float %r
 }}
 """
 
@@ -84,16 +94,67 @@ def _intrinsic(index: str):
     return desc, impl
 
 
+def _hsum(index: str):
+    """(desc, impl) of out += sum of the 16 lanes of c, for `index`-typed loops. The lanes
+    are the instruction's partial sums; summed one after another they are a chain of 16
+    dependent adds per output, which cost as much as the dot products in the GEMM."""
+    n_lanes = tvm.tirx.const(LANES, index)
+    one = tvm.tirx.const(1, index)
+
+    @T.prim_func(s_tir=True)
+    def desc(c: T.handle, o: T.handle) -> None:
+        C = T.match_buffer(c, (n_lanes,), "float32", offset_factor=1)
+        O = T.match_buffer(o, (one,), "float32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(O[0:1], C[0:n_lanes])
+            T.writes(O[0:1])
+            for lane in T.serial(n_lanes):
+                with T.sblock("update"):
+                    vl = T.axis.remap("R", [lane])
+                    O[0] = O[0] + C[vl]
+
+    @T.prim_func(s_tir=True)
+    def impl(c: T.handle, o: T.handle) -> None:
+        C = T.match_buffer(c, (n_lanes,), "float32", offset_factor=1)
+        O = T.match_buffer(o, (one,), "float32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(O[0:1], C[0:n_lanes])
+            T.writes(O[0:1])
+            O[0] = O[0] + T.call_extern("float32", HSUM, C.access_ptr("r"))
+
+    return desc, impl
+
+
 _registered: set[str] = set()
 
 
+def _register(name: str, make, index: str) -> str:
+    full = f"{name}_{index}"
+    if full not in _registered:
+        s_tir.TensorIntrin.register(full, *make(index), override=True)
+        _registered.add(full)
+    return full
+
+
 def intrin_name(index: str = "int32") -> str:
-    """The registered TensorIntrin's name for `index`-typed loops (registered on first use)."""
-    name = f"{INTRIN}_{index}"
-    if name not in _registered:
-        s_tir.TensorIntrin.register(name, *_intrinsic(index), override=True)
-        _registered.add(name)
-    return name
+    """The dot-product TensorIntrin for `index`-typed loops (registered on first use)."""
+    return _register(INTRIN, _intrinsic, index)
+
+
+def hsum_intrin_name(index: str = "int32") -> str:
+    """The 16-lane horizontal-sum TensorIntrin for `index`-typed loops."""
+    return _register(HSUM_INTRIN, _hsum, index)
+
+
+def tensorize_lane_sum(sch: s_tir.Schedule, block, depth: int, index: str) -> None:
+    """The write-back y = sum over 16 lanes as one shuffle-tree sum per output. The block sits
+    under `depth` loops of its producer; reverse_compute_at gave it the lane loop first, then
+    its output loops: lanes are moved innermost."""
+    lane, *outputs = sch.get_loops(block)[depth:]
+    if outputs:
+        sch.reorder(*outputs, lane)
+    sch.decompose_reduction(block, lane)
+    sch.tensorize(lane, hsum_intrin_name(index))
 
 
 def has_bf16_dot(target: tvm.target.Target) -> bool:
@@ -151,7 +212,9 @@ def gemv_dot_block(sch: s_tir.Schedule, block, batch: int, n: int, rows: int) ->
     init = sch.decompose_reduction(rf, ko)
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(lane, intrin_name())
-    sch.annotate(_activations_loop(sch, parallel=False), "pragma_import_llvm", LLVM_HELPER)
+    tensorize_lane_sum(sch, block, 1, "int32")
+    _activations_loop(sch, parallel=False)
+    sch.annotate(ko, "pragma_import_llvm", LLVM_HELPER)
 
 
 def gemv_dot_rows(batch: int, n: int, rows: int | None) -> int | None:
@@ -185,8 +248,17 @@ def gemm_dot_block(sch: s_tir.Schedule, n: int, mr: int, nr: int, nb: int = 64) 
     init = sch.decompose_reduction(part, ko)
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(lane, intrin_name("int64"))
+    interleave_lane_sums(sch, y, 3)
     _activations_loop(sch, parallel=True)
     sch.annotate(ko, "pragma_import_llvm", LLVM_HELPER)
+
+
+def interleave_lane_sums(sch: s_tir.Schedule, block, depth: int) -> None:
+    """The write-back of a tile (under a row predicate, which tensorize refuses): as
+    reverse_compute_at placed it under `depth` loops, lanes outermost, then the tile's
+    independent sums, unrolled, so that their add chains overlap."""
+    for loop in sch.get_loops(block)[depth + 1:]:
+        sch.unroll(loop)
 
 
 def gemm_dot_tile(n: int, mr: int, nr: int, pad_rows: int) -> tuple[int, int] | None:
