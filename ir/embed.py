@@ -21,9 +21,11 @@ from __future__ import annotations
 from tvm import te, tirx
 
 from .common import check_dtype, f32, finish, seq_var
+from .linear import DOT_K, linear_compute, padded_dot_compute
 from .norm import normalise
 
 ID_DTYPES = ("int32", "int64")
+EPS_ATTR = "hymba.norm_eps"
 
 
 def embedding(vocab: int, hidden: int, dtype: str = "float32", ids_dtype: str = "int32",
@@ -72,26 +74,47 @@ def _final_logits(h: te.Tensor, hidden: int, vocab: int, dtype: str, eps: float)
 
 
 def lm_head_decode(batch: int, hidden: int, vocab: int, dtype: str = "float32",
-                   eps: float = 1e-6) -> tirx.PrimFunc:
+                   eps: float = 1e-6, dot_layout: bool = False) -> tirx.PrimFunc:
     """logits[batch, vocab] fp32 = head_w @ rmsnorm(h, norm_w): h [batch, hidden] (the last
-    position of each sequence, batch static), norm_w [hidden], head_w [vocab, hidden]."""
+    position of each sequence, batch static), norm_w [hidden], head_w [vocab, hidden].
+    `dot_layout` (bf16): the normalised rows copied into a stage `xb` that the dot-product
+    schedule reads as bf16 storage (same values, same sums)."""
     check_dtype(dtype)
     if not 1 <= batch <= 64:
         raise ValueError(f"decode batch must be a small static size, got {batch}")
     h = te.placeholder((batch, hidden), dtype, name="h")
-    return finish(te.create_prim_func(_final_logits(h, hidden, vocab, dtype, eps)), "lm_head_decode",
+    args = _final_logits(h, hidden, vocab, dtype, eps)
+    if dot_layout:
+        if dtype != "bfloat16":
+            raise ValueError("the dot layout needs bf16")
+        _, norm_w, head_w, logits = args
+        xn = logits.op.input_tensors[0]
+        xb = te.compute(xn.shape, lambda i, c: xn[i, c], name="xb")
+        args = [h, norm_w, head_w, linear_compute(xb, head_w, name="logits")]
+    func = finish(te.create_prim_func(args), "lm_head_decode",
                   f"lm_head_decode_b{batch}_{hidden}x{vocab}_{dtype}")
+    return func.with_attr(EPS_ATTR, float(eps))
 
 
 def lm_head_prefill(hidden: int, vocab: int, dtype: str = "float32",
-                    eps: float = 1e-6) -> tirx.PrimFunc:
+                    eps: float = 1e-6, dot_layout: bool = False) -> tirx.PrimFunc:
     """logits[n, vocab] fp32 = rmsnorm(h, norm_w) @ head_w^T for every position: h [n, hidden],
-    n symbolic."""
+    n symbolic. `dot_layout` (bf16, hidden a multiple of 32): the same sums in the shape of
+    the CPU's bf16 dot-product instruction, rows padded (`linear.padded_dot_compute`; the
+    normalised rows are bf16 already, so the numerics are unchanged)."""
     check_dtype(dtype)
     n = seq_var()
     h = te.placeholder((n, tirx.IntImm(str(n.ty), hidden)), dtype, name="h")
-    return finish(te.create_prim_func(_final_logits(h, hidden, vocab, dtype, eps)),
-                  "lm_head_prefill", f"lm_head_prefill_{hidden}x{vocab}_{dtype}")
+    args = _final_logits(h, hidden, vocab, dtype, eps)
+    if dot_layout:
+        if dtype != "bfloat16" or hidden % DOT_K:
+            raise ValueError(f"the dot layout needs bf16 and hidden % {DOT_K} == 0")
+        _, norm_w, head_w, logits = args
+        xn = logits.op.input_tensors[0]
+        args = [h, norm_w, head_w, padded_dot_compute(xn, head_w, n, name="logits")]
+    func = finish(te.create_prim_func(args), "lm_head_prefill",
+                  f"lm_head_prefill_{hidden}x{vocab}_{dtype}")
+    return func.with_attr(EPS_ATTR, float(eps))  # lets a schedule rebuild it in another layout
 
 
 HIDDEN, VOCAB = 1600, 32001

@@ -77,7 +77,7 @@ def matmul(n_out: int, k: int, weight_dtype: str = "float32",
     x = te.placeholder((m, k64), "float32", name="x")
     w = te.placeholder((n64, k64), weight_dtype, name="w")
     if activations == "bfloat16" and k % DOT_K == 0:
-        y = _padded_dot_compute(x, w, m)
+        y = padded_dot_compute(x, w, m)
     else:
         y = linear_compute(round_activations(x, activations), w)
     return finish(te.create_prim_func([x, w, y]), "matmul", f"matmul_{n_out}x{k}_{weight_dtype}")
@@ -88,8 +88,9 @@ DOT_K = DOT_LANES * DOT_PAIRS
 PAD_ROWS = 12  # bf16-activation GEMM rows are padded to a multiple: row tiles 1, 2, 3, 4, 6, 12
 
 
-def _padded_dot_compute(x: te.Tensor, w: te.Tensor, m) -> te.Tensor:
-    """The bf16-activation GEMM in the dot-product instruction's shape, rows padded:
+def padded_dot_compute(x: te.Tensor, w: te.Tensor, m, name: str = "y") -> te.Tensor:
+    """The bf16-activation GEMM in the dot-product instruction's shape, rows padded (x fp32,
+    rounded here, or already bf16; w bf16; the output block named `name`):
     xb [m_pad, k] = bf16(x) (zero rows past m), part[i, j, l] = sum over (ko, p) of
     f32(xb[i, 32 ko + 2 l + p]) * f32(w[j, 32 ko + 2 l + p]) for i < m_pad, then
     y[i, j] = sum_l part[i, j, l] for i < m. The padding gives row tiles without a tail
@@ -97,7 +98,7 @@ def _padded_dot_compute(x: te.Tensor, w: te.Tensor, m) -> te.Tensor:
     `linear_compute` of bf16(x), in a fixed order."""
     k = x.shape[1]
     m_pad = tirx.floordiv(m + (PAD_ROWS - 1), PAD_ROWS) * PAD_ROWS
-    zero = tirx.const(0, "float32")
+    zero = tirx.const(0, x.dtype)
     xb = te.compute((m_pad, k), lambda i, c: tirx.if_then_else(i < m, x[i, c], zero)
                     .astype("bfloat16"), name="xb")
     ko = te.reduce_axis((0, k // DOT_K), name="ko")
@@ -110,7 +111,7 @@ def _padded_dot_compute(x: te.Tensor, w: te.Tensor, m) -> te.Tensor:
     part = te.compute((m_pad, w.shape[0], i64(DOT_LANES)), product, name="part")
     lane = te.reduce_axis((i64(0), i64(DOT_LANES)), name="lane")
     return te.compute((m, w.shape[0]), lambda i, j: te.sum(part[i, j, lane], axis=lane),
-                      name="y")
+                      name=name)
 
 
 # Hymba-1.5B projections (n_out, k): in_proj (G/P and consumer layers), x_proj, dt_proj,

@@ -187,9 +187,12 @@ _PARTITION = "pragma_loop_partition_hint"
 
 
 def _activations_loop(sch: s_tir.Schedule, parallel: bool) -> object:
-    """Vectorise the rounding stage xb = bf16(x) (rows in parallel when `parallel`); returns
-    its outer loop."""
-    xb = sch.get_sblock("xb")
+    """Vectorise the rounding stage xb = bf16(x) (rows in parallel when `parallel`), if the
+    kernel has one."""
+    try:
+        xb = sch.get_sblock("xb")
+    except Exception:  # noqa: BLE001 - lm_head's activations are bf16 already
+        return None
     r, c = sch.get_loops(xb)
     co, ci = sch.split(c, [None, K_STEP])
     sch.vectorize(ci)
@@ -226,7 +229,8 @@ def gemv_dot_rows(batch: int, n: int, rows: int | None) -> int | None:
     return rows if batch * rows * LANES * 4 < _STACK_BYTES else None
 
 
-def gemm_dot_block(sch: s_tir.Schedule, n: int, mr: int, nr: int, nb: int = 64) -> None:
+def gemm_dot_block(sch: s_tir.Schedule, n: int, mr: int, nr: int, nb: int = 64,
+                   out: str = "y") -> None:
     """The padded bf16-activation GEMM of ir/linear.py (stages xb, part, y) with the
     instruction: register tiles of mr x-rows by nr w-rows (mr * nr accumulators of 16 lanes),
     blocks of about nb w-rows in parallel, every x-row tile in turn within a block (the
@@ -234,7 +238,7 @@ def gemm_dot_block(sch: s_tir.Schedule, n: int, mr: int, nr: int, nb: int = 64) 
 
     The rows are padded in the IR because tensorize refuses a block under a predicate (TVM
     0.27: "rhs_buffer_map_.count(desc)"), which a row split with a tail would add."""
-    part, y = sch.get_sblock("part"), sch.get_sblock("y")
+    part, y = sch.get_sblock("part"), sch.get_sblock(out)
     i, j, lane, ko, _ = sch.get_loops(part)
     tiles = n // nr
     per_block = max(d for d in range(1, min(tiles, max(1, nb // nr)) + 1) if tiles % d == 0)

@@ -14,7 +14,11 @@ from __future__ import annotations
 
 from tvm import s_tir
 
+from hymba_compile.ir import embed as ir_embed
+from hymba_compile.ir.linear import PAD_ROWS
+
 from ..registry import cpu_rule
+from . import dot
 from .rows import divisor, schedule_norm_rows
 from .tiles import gemm_block
 
@@ -101,6 +105,58 @@ def schedule_head(sch, logits, rows: int, lanes: int, symbolic_rows: bool = Fals
     # [batch row,] vocab row): lanes outermost, the independent sums unrolled inside.
     for loop in sch.get_loops(logits)[2 if symbolic_rows else 1:][1:]:
         sch.unroll(loop)
+
+
+@cpu_rule("lm_head_decode", "bf16dot", grid={"rows": (None, 1, 3)})
+def lm_head_bf16dot(func, target, rows: int | None = None):
+    """bf16 on a CPU with avx512_bf16 (default there; declines elsewhere): the norm serially,
+    then the head GEMV with the dot-product instruction (schedules/cpu/dot.py). The
+    normalised rows are bf16 already (HymbaRMSNorm's output dtype), so this is the same
+    arithmetic as `gemv`, in pairs."""
+    sch = s_tir.Schedule(func)
+    b = _blocks(sch)
+    batch, vocab, hidden = (int(sch.get(loop).extent) for loop in sch.get_loops(b["logits"]))
+    if "head_f32" not in b or not dot.applies("bfloat16", hidden, target):
+        return None
+    rows = dot.gemv_dot_rows(batch, vocab, rows)
+    if rows is None or func.attrs is None or ir_embed.EPS_ATTR not in func.attrs:
+        return None
+    # rebuilt with the normalised rows in a stage `xb` (TVM keeps the bf16 intermediate `xn`
+    # in fp32 storage, which the instruction cannot read; measured: LowerIntrin rejects it)
+    twin = ir_embed.lm_head_decode(batch, hidden, vocab, "bfloat16",
+                                   float(func.attrs[ir_embed.EPS_ATTR]), dot_layout=True)
+    sch = s_tir.Schedule(twin.with_attr("global_symbol", func.attrs["global_symbol"]))
+    b = _blocks(sch)
+    sch.compute_inline(b["xn"])
+    dot.gemv_dot_block(sch, b["logits"], batch, vocab, rows)
+    return sch
+
+
+@cpu_rule("lm_head_prefill", "bf16dot", grid={"mr": (2, 3, 4, 6), "nr": (2, 3)})
+def lm_head_gemm_bf16dot(func, target, mr: int = 4, nr: int = 3, nb: int = 64):
+    """bf16 on a CPU with avx512_bf16: the kernel rebuilt in the instruction's layout
+    (ir/embed.py's `dot_layout`: rows padded), the norm fused into the padded rows, then the
+    linear family's register-tiled dot-product GEMM (`dot.gemm_dot_block`)."""
+    sch = s_tir.Schedule(func)
+    b = _blocks(sch)
+    _, vocab, hidden = (sch.get(loop).extent for loop in sch.get_loops(b["logits"]))
+    vocab, hidden = int(vocab), int(hidden)
+    if "head_f32" not in b or not dot.applies("bfloat16", hidden, target):
+        return None
+    tile = dot.gemm_dot_tile(vocab, mr, nr, PAD_ROWS)
+    if tile is None:
+        return None
+    if func.attrs is None or ir_embed.EPS_ATTR not in func.attrs:
+        return None  # built without its eps: cannot be rebuilt in the dot layout
+    eps = float(func.attrs[ir_embed.EPS_ATTR])
+    twin = ir_embed.lm_head_prefill(hidden, vocab, "bfloat16", eps, dot_layout=True)
+    sch = s_tir.Schedule(twin.with_attr("global_symbol", func.attrs["global_symbol"]))
+    b = _blocks(sch)
+    sch.compute_inline(b["xn"])
+    xn_ss = b["xn_ss"]
+    sch.parallel(sch.get_loops(xn_ss)[0])
+    dot.gemm_dot_block(sch, vocab, *tile, nb=nb, out="logits")
+    return sch
 
 
 @cpu_rule("lm_head_decode", "gemv", grid={"rows": (None, 1, 3), "lanes": (None, 8, 16, 32)})

@@ -11,9 +11,13 @@ from hypothesis import strategies as st
 from hymba_compile.reference import final_logits
 from hymba_compile.ir.embed import embedding, lm_head_decode, lm_head_prefill
 from hymba_compile.schedules import named_target, variants
+from hymba_compile.schedules.cpu.dot import has_bf16_dot
+from hymba_compile.schedules.registry import schedule
 from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel, with_pocl
 
 CPU = named_target("cpu")
+DOT = "bf16dot"  # bf16 and hidden % 32 == 0 only: tested on its own below
+needs_bf16_dot = pytest.mark.skipif(not has_bf16_dot(CPU), reason="this CPU has no avx512_bf16")
 ID_DTYPES = {"int32": torch.int32, "int64": torch.int64}
 # hidden: multiples of 16 (full vectors), 100 (only 4 divides it) and 33 (no vector split at all).
 HIDDEN = st.sampled_from([16, 33, 48, 100, 160])
@@ -71,7 +75,8 @@ def _check_logits(logits, h, norm_w, head_w, dtype):
     assert_close(logits, expected, dtype, scale=max(1.0, h.shape[1] ** 0.5))
 
 
-@pytest.mark.parametrize("variant", with_pocl(variants("lm_head_decode", CPU)))
+@pytest.mark.parametrize("variant", with_pocl([v for v in variants("lm_head_decode", CPU)
+                                                if v != DOT]))
 @settings(max_examples=15, deadline=None)
 @given(batch=st.integers(1, 8), hidden=HIDDEN, vocab=VOCAB, dtype=DTYPES,
        seed=st.integers(0, 2**16), scale=st.sampled_from([1e-3, 1.0, 30.0]))
@@ -82,7 +87,8 @@ def test_lm_head_decode(variant, batch, hidden, vocab, dtype, seed, scale):
     _check_logits(logits, h, norm_w, head_w, dtype)
 
 
-@pytest.mark.parametrize("variant", with_pocl(variants("lm_head_prefill", CPU)))
+@pytest.mark.parametrize("variant", with_pocl([v for v in variants("lm_head_prefill", CPU)
+                                                if v != DOT]))
 @settings(max_examples=15, deadline=None)
 @given(rows=st.integers(1, 40), hidden=HIDDEN, vocab=VOCAB, dtype=DTYPES,
        seed=st.integers(0, 2**16), scale=st.sampled_from([1e-3, 1.0, 30.0]))
@@ -91,6 +97,31 @@ def test_lm_head_prefill(variant, rows, hidden, vocab, dtype, seed, scale):
     logits = torch.full((rows, vocab), float("nan"))
     cached_kernel(lm_head_prefill, (hidden, vocab, dtype), variant)(h, norm_w, head_w, logits)
     _check_logits(logits, h, norm_w, head_w, dtype)
+
+
+# bf16dot: the same bf16 normalised rows and bf16 weights, products exact in fp32, fp32 sums in
+# pairs: the same twin and tolerance as the bf16 rows above. Rows around the padding (12).
+@needs_bf16_dot
+@pytest.mark.parametrize("builder", [lm_head_decode, lm_head_prefill])
+@settings(max_examples=10, deadline=None)
+@given(rows=st.sampled_from([1, 3, 8, 12, 13, 40]), hidden=st.sampled_from([32, 64, 160]),
+       vocab=VOCAB, seed=st.integers(0, 2**16), scale=st.sampled_from([1e-3, 1.0, 30.0]))
+def test_lm_head_bf16dot(builder, rows, hidden, vocab, seed, scale):
+    rows = min(rows, 8) if builder is lm_head_decode else rows
+    h, norm_w, head_w = _head_inputs(rows, hidden, vocab, "bfloat16", seed, scale)
+    logits = torch.full((rows, vocab), float("nan"))
+    args = (rows, hidden, vocab, "bfloat16") if builder is lm_head_decode else (hidden, vocab,
+                                                                              "bfloat16")
+    cached_kernel(builder, args, DOT)(h, norm_w, head_w, logits)
+    _check_logits(logits, h, norm_w, head_w, "bfloat16")
+
+
+@needs_bf16_dot
+def test_lm_head_bf16dot_is_the_bf16_default():
+    assert schedule(lm_head_decode(1, 64, 30, "bfloat16"), CPU)[1] == DOT
+    assert schedule(lm_head_prefill(64, 30, "bfloat16"), CPU)[1] == DOT
+    assert schedule(lm_head_prefill(64, 30, "float32"), CPU)[1] == "tiles"
+    assert schedule(lm_head_prefill(33, 30, "bfloat16"), CPU)[1] == "tiles"
 
 
 def test_lm_head_decode_rejects_large_batch():
