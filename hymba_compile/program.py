@@ -35,7 +35,7 @@ from hymba_compile.schedules.options import build_for
 from .build import builder_knobs, tuned_schedule
 from .choices import LIBRARY, TUNED, Choice
 from .config import HymbaConfig
-from .program_layer import DecodeSteps, SequenceSteps, layer
+from .program_layer import DecodeSteps, PackedSteps, SequenceSteps, layer
 from .program_spec import ProgramSpec, cache_shapes, owner_layers  # noqa: F401 - re-exported
 from .program_weights import weight_specs
 
@@ -268,6 +268,56 @@ def _add_prefill(kernels: _Kernels, spec: ProgramSpec) -> None:
         kernels.bb.emit_func_output(out)
 
 
+def _add_prefill_batched(kernels: _Kernels, spec: ProgramSpec, B: int) -> None:
+    """prefill_b{B}: the prompts of B rows in one call (`PackedSteps`): per row its ids [n_r],
+    positions [1, n_r] and row caches (capacity cap_r); the shared meta-token prefix state.
+    Returns (the normed hidden of every row, packed [n_0 + ... + n_{B-1}, H], the caches of
+    every row (row after row), the conv states and the SSM states, row after row)."""
+    c = spec.config
+    H, C, N, K = c.hidden_size, c.d_inner, c.mamba_d_state, c.mamba_d_conv
+    M, kvh, dq, dv = c.num_memory_tokens, c.num_key_value_heads, c.qk_head_dim, c.v_dim
+    owners = owner_layers(c)
+    ns = [tirx.Var(f"n{r}", "int64") for r in range(B)]
+    ids = [relax.Var(f"ids{r}", _tensor((ns[r],), I32)) for r in range(B)]
+    positions = [relax.Var(f"positions{r}", _tensor((1, ns[r]), I32)) for r in range(B)]
+    meta_k = relax.Var("meta_k", relax.TupleType([_tensor((1, kvh, M, dq)) for _ in owners]))
+    meta_v = relax.Var("meta_v", relax.TupleType([_tensor((1, kvh, M, dv)) for _ in owners]))
+    conv_in = relax.Var("conv_in", relax.TupleType([_tensor((1, K, C))] * c.num_hidden_layers))
+    ssm_in = relax.Var("ssm_in", relax.TupleType([_tensor((1, N, C))] * c.num_hidden_layers))
+    caches = [_cache_vars(c, spec, 1, tirx.Var(f"cap{r}", "int64")) for r in range(B)]
+    caches_t = [relax.Var(f"caches{r}", relax.TupleType([v.ty for v in caches[r]]))
+                for r in range(B)]
+    weights = _weights_var(spec)
+    with kernels.bb.function(f"prefill_b{B}", [*ids, *positions, meta_k, meta_v, conv_in, ssm_in,
+                                               *caches_t, weights]):
+        with kernels.bb.dataflow():
+            g = _Builder(spec, kernels, weights)
+            item = lambda t, j: g.bb.emit(relax.TupleGetItem(t, j))  # noqa: E731
+            prefix = ([item(meta_k, j) for j in range(len(owners))],
+                      [item(meta_v, j) for j in range(len(owners))],
+                      [item(conv_in, i) for i in range(c.num_hidden_layers)],
+                      [item(ssm_in, i) for i in range(c.num_hidden_layers)])
+            rows = [SequenceSteps(g, ns[r], positions[r], prefix,
+                                  [item(caches_t[r], j) for j in range(len(caches[r]))])
+                    for r in range(B)]
+            steps = PackedSteps(g, rows)
+            packed_ids = g.bb.emit(relax.op.concat(ids, axis=0))
+            h = g.call(g.kernel(embed.embedding, c.vocab_size, H, spec.weight_dtype, I32, F32),
+                       [packed_ids, g.w("embed")], ((steps.rows, H), F32))
+            hn = _layers(g, steps, h)
+            out = g.bb.emit_output(relax.Tuple([hn, relax.Tuple(steps.row_caches),
+                                                relax.Tuple(steps.convs), relax.Tuple(steps.ssms)]))
+        kernels.bb.emit_func_output(out)
+
+
+def prefill_batches(spec: ProgramSpec, target: tvm.target.Target) -> tuple[int, ...]:
+    """The batch sizes that get a batched prefill function: every decode batch above 1, on
+    CPU targets (on CUDA not yet: untested on a GPU)."""
+    if target.kind.name != "llvm":
+        return ()
+    return tuple(b for b in spec.decode_batches if b > 1)
+
+
 def _add_logits(kernels: _Kernels, spec: ProgramSpec) -> None:
     c = spec.config
     H, V, wd = c.hidden_size, c.vocab_size, spec.weight_dtype
@@ -349,6 +399,8 @@ def program_kernels(spec: ProgramSpec, target: tvm.target.Target,
 def _add_functions(kernels: _Kernels, spec: ProgramSpec) -> None:
     _add_prefix(kernels, spec)
     _add_prefill(kernels, spec)
+    for b in prefill_batches(spec, kernels.target):
+        _add_prefill_batched(kernels, spec, b)
     _add_logits(kernels, spec)
     for b in spec.decode_batches:
         _add_decode(kernels, spec, b)

@@ -295,3 +295,64 @@ class DecodeSteps:
             act = g.call(g.kernel(combine.gate_up_decode, B, H, FF, wd),
                          [v_in, L("gate"), L("up")], ((B, FF), F32))
         return self.linear(H, FF, act, L("down"))
+
+
+class PackedSteps(SequenceSteps):
+    """The kernels of a layer over the prompts of B rows packed into one sequence of rows
+    (batched prefill): the row-wise kernels (every linear, the norms, the combine, the FFN)
+    run once over all rows, so each weight is read once per layer for the whole batch; the
+    kernels that mix tokens along a sequence (attention, conv, scan) run per row, on the row's
+    slice of the packed rows, with the row's own positions, prefix state and caches
+    (`SequenceSteps` each), and their outputs are packed again. Pads never enter: each row
+    brings only its real tokens."""
+
+    def __init__(self, g, rows: list[SequenceSteps]):
+        total = rows[0].rows
+        for seg in rows[1:]:
+            total = total + seg.rows
+        super().__init__(g, total, None, rows[0].prefix, None)
+        self.segments = rows
+        self.starts = []
+        start = 0
+        for seg in rows:
+            self.starts.append(start)
+            start = start + seg.rows
+
+    @property
+    def convs(self):  # conv states per row, in row order (each row's list, layer by layer)
+        return [s for seg in self.segments for s in seg.convs]
+
+    @convs.setter
+    def convs(self, value):  # SequenceSteps.__init__ sets an empty list
+        pass
+
+    @property
+    def ssms(self):
+        return [s for seg in self.segments for s in seg.ssms]
+
+    @ssms.setter
+    def ssms(self, value):
+        pass
+
+    @property
+    def row_caches(self):
+        return [c for seg in self.segments for c in seg.caches]
+
+    def _split(self, x):
+        """The packed rows x [T, ...] -> one slice per row [n_r, ...]."""
+        return [self.g.bb.emit(relax.op.strided_slice(x, axes=[0], begin=[s], end=[s + seg.rows]))
+                for s, seg in zip(self.starts, self.segments)]
+
+    def _pack(self, parts):
+        return self.g.bb.emit(relax.op.concat(parts, axis=0))
+
+    def attention(self, plan, proj):
+        return self._pack([seg.attention(plan, p) for seg, p in zip(self.segments,
+                                                                    self._split(proj))])
+
+    def conv(self, plan, x):
+        return self._pack([seg.conv(plan, p) for seg, p in zip(self.segments, self._split(x))])
+
+    def scan(self, plan, xc, dt, Bm, Cm, z):
+        parts = zip(*(self._split(t) for t in (xc, dt, Bm, Cm, z)))
+        return self._pack([seg.scan(plan, *p) for seg, p in zip(self.segments, parts)])

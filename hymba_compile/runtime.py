@@ -155,6 +155,12 @@ class CompiledRuntime:
         self.fn = {name: self.vm[name] for name in
                    ("prefix", "prefill", "logits_last", "logits_all",
                     *[f"decode_b{b}" for b in spec.decode_batches])}
+        # batched prefill (CPU programs, every decode batch above 1); older programs have none
+        self.prefill_sizes = []
+        for b in sorted(spec.decode_batches, reverse=True):
+            if b > 1 and self._has_function(f"prefill_b{b}"):
+                self.fn[f"prefill_b{b}"] = self.vm[f"prefill_b{b}"]
+                self.prefill_sizes.append(b)
         self.cache_dtype = TORCH[spec.cache_dtype]
         self.owners = owner_layers(spec.config)
         self._global = [p.attention == GLOBAL for p in self.owners for _ in (0, 1)]
@@ -177,14 +183,64 @@ class CompiledRuntime:
         raise InputError(f"a batch of {batch} rows is larger than the largest compiled decode batch "
                          f"({max(self.spec.decode_batches)}); compile with larger --decode-batches")
 
+    def _has_function(self, name: str) -> bool:
+        try:
+            self.vm[name]
+        except Exception:  # noqa: BLE001 - the VM raises its own error for a missing function
+            return False
+        return True
+
+    def _row_caches(self, n: int) -> list[torch.Tensor]:
+        """Fresh caches of one row for an n-token prompt (global ones sized for it)."""
+        cap = _round_up(self.config.num_memory_tokens + n + PREFILL_RESERVE, CAP_ALIGN)
+        return [torch.zeros(s, dtype=self.cache_dtype, device=self.device)
+                for s in cache_shapes(self.config, 1, cap)]
+
+    def _prefill_group(self, rows: list[torch.Tensor], want_hidden_all: bool) -> list:
+        """The real tokens of B rows (a compiled batched size) in one `prefill_b{B}` call: every
+        linear runs over all rows at once. -> per row (logits [n_r or 1, V], caches, conv,
+        ssm), as `_prefill_row`."""
+        B, M, L = len(rows), self.config.num_memory_tokens, self.config.num_hidden_layers
+        dev, to_torch = self.device, torch.from_dlpack
+        lengths = [int(r.shape[0]) for r in rows]
+        caches = [self._row_caches(n) for n in lengths]
+        ids = [_tvm(r.to(dev, torch.int32).contiguous()) for r in rows]
+        positions = [_tvm(torch.arange(M, M + n, dtype=torch.int32, device=dev)[None])
+                     for n in lengths]
+        hidden, _, conv, ssm = self.fn[f"prefill_b{B}"](
+            *ids, *positions, *self.meta, *[tvm_ffi.Array([_tvm(t) for t in c]) for c in caches],
+            self.weights)
+        hidden = to_torch(hidden)
+        ends = torch.tensor(lengths).cumsum(0).tolist()
+        if want_hidden_all:
+            logits = [to_torch(self.fn["logits_all"](_tvm(hidden[e - n:e].contiguous()),
+                                                     self.weights)).cpu()
+                      for n, e in zip(lengths, ends)]
+        else:  # the last position of every row, one GEMV call for the batch
+            last = torch.stack([hidden[e - 1] for e in ends])
+            all_last = to_torch(self.fn["logits_all"](_tvm(last), self.weights)).cpu()
+            logits = [all_last[r:r + 1] for r in range(B)]
+        conv, ssm = [to_torch(t) for t in conv], [to_torch(t) for t in ssm]
+        return [(logits[r], caches[r], conv[r * L:(r + 1) * L], ssm[r * L:(r + 1) * L])
+                for r in range(B)]
+
+    def _prefill_rows(self, rows: list[torch.Tensor], want_hidden_all: bool) -> list:
+        """Every row's prefill: groups of the largest compiled batched size first, the rest one
+        row at a time."""
+        out, i = [], 0
+        while i < len(rows):
+            size = next((b for b in self.prefill_sizes if b <= len(rows) - i), 1)
+            if size == 1:
+                out.append(self._prefill_row(rows[i], want_hidden_all))
+            else:
+                out.extend(self._prefill_group(rows[i:i + size], want_hidden_all))
+            i += size
+        return out
+
     def _prefill_row(self, ids: torch.Tensor, want_hidden_all: bool):
         """One row's real tokens [n] -> (logits [n or 1, V], row state (caches, conv, ssm))."""
-        c = self.config
-        n, M = int(ids.shape[0]), c.num_memory_tokens
-        cap = _round_up(M + n + PREFILL_RESERVE, CAP_ALIGN)
-        dev = self.device
-        caches = [torch.zeros(s, dtype=self.cache_dtype, device=dev)
-                  for s in cache_shapes(self.config, 1, cap)]
+        n, M, dev = int(ids.shape[0]), self.config.num_memory_tokens, self.device
+        caches = self._row_caches(n)
         ids32 = ids.to(dev, torch.int32).contiguous()
         positions = torch.arange(M, M + n, dtype=torch.int32, device=dev)[None]
         hidden, _, conv, ssm = self.fn["prefill"](
@@ -207,8 +263,8 @@ class CompiledRuntime:
         bucket = self.bucket_for(b) if want_cache else b
         out = torch.zeros(b, 1 if last_only else n, self.config.vocab_size)
         rows = []
-        for r in range(b):
-            logits, caches, conv, ssm = self._prefill_row(input_ids[r][real[r]], not last_only)
+        per_row = self._prefill_rows([input_ids[r][real[r]] for r in range(b)], not last_only)
+        for r, (logits, caches, conv, ssm) in enumerate(per_row):
             if last_only:
                 out[r, 0] = logits[-1]
             else:
