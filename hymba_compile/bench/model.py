@@ -39,6 +39,7 @@ from .bandwidth import peak_read_gbps, threads_line
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 BATCHES = (1, 4)
 DECODE_PROMPT = 16  # tokens of the prompt before decode is timed
+BATCH_PREFILL = (4, (16, 128))  # batched prefill rows: 4 prompts of 16, then of 128 tokens
 WARMUP_STEPS = 3
 
 
@@ -75,15 +76,47 @@ def _time_decode(backend, config: HymbaConfig, batch: int, steps: int, repeat: i
     return statistics.median(samples)
 
 
-def _time_prefill(backend, config: HymbaConfig, tokens: int, repeat: int) -> float:
+def _time_prefill(backend, config: HymbaConfig, tokens: int, repeat: int, batch: int = 1) -> float:
+    """Median seconds of a prefill of `batch` prompts of `tokens` tokens (last logits only)."""
     g = torch.Generator().manual_seed(tokens)
     samples = []
     for _ in range(repeat):
-        ids = torch.randint(3, config.vocab_size, (1, tokens), generator=g)
+        ids = torch.randint(3, config.vocab_size, (batch, tokens), generator=g)
         t0 = time.perf_counter()
         backend.prefill(ids, None, want_cache=False, last_only=True)
         samples.append(time.perf_counter() - t0)
     return statistics.median(samples)
+
+
+def _batched_prefill_rows(label, side, config, dtype: str, repeat: int, emit) -> None:
+    """Prefill tok/s of BATCH_PREFILL prompts: eager runs them as one batch; ours once with
+    the program's batched prefill and once row after row (the same program, its batched
+    functions not used), with the ratio of the two."""
+    batch, lengths = BATCH_PREFILL
+    for tokens in lengths:
+        _batched_prefill_length(label, side, config, dtype, repeat, emit, batch, tokens)
+
+
+def _batched_prefill_length(label, side, config, dtype, repeat, emit, batch, tokens) -> None:
+    modes = [("batched", None)]
+    if getattr(side, "prefill_sizes", None):
+        modes.append(("row-by-row", []))
+    rates = {}
+    for mode, sizes in modes:
+        saved = getattr(side, "prefill_sizes", None)
+        if sizes is not None:
+            side.prefill_sizes = sizes
+        try:
+            rates[mode] = batch * tokens / _time_prefill(side, config, tokens, repeat, batch)
+        finally:
+            if sizes is not None:
+                side.prefill_sizes = saved
+        row = _row(label, "prefill", batch, dtype, rates[mode])
+        row.update(prompt_tokens=tokens, mode=mode if label == "tvm" else "batched")
+        emit(row)
+    if len(rates) == 2:
+        emit({"metric": f"batched_prefill_speedup[{dtype},{tokens}]",
+              "value": round(rates["batched"] / rates["row-by-row"], 3)})
 
 
 def _peak_rss_child(model: str, cache_dir: str, prefill_tokens: int) -> float:
@@ -150,8 +183,9 @@ def _print(row: dict) -> None:
         return
     bound = (f"  bound {row['bound_tok_s']:8.2f}  = {100 * row['frac_of_bound']:5.1f}% of bound"
              if "bound_tok_s" in row else "")
+    mode = f"  ({row['mode']}, {row['prompt_tokens']}-token prompts)" if "mode" in row else ""
     print(f"{row['backend']:>13} {row['phase']:7} b{row['batch']} {row['weight_dtype']:8} "
-          f"{row['tok_s']:9.2f} tok/s{bound}", flush=True)
+          f"{row['tok_s']:9.2f} tok/s{bound}{mode}", flush=True)
 
 
 def run(model: str = "hymba-1.5b", repeat: int = 3, decode_steps: int = 16,
@@ -229,5 +263,6 @@ def _run_dtypes(config, model, cache, peak, repeat, decode_steps, prefill_tokens
             if label != "torch-compile":
                 emit(_row(label, "prefill", 1, name,
                           prefill_tokens / _time_prefill(side, config, prefill_tokens, repeat)))
+                _batched_prefill_rows(label, side, config, name, repeat, emit)
         del backend, reference, sides, params
         gc.collect()
