@@ -132,8 +132,8 @@ def lm_head_bf16dot(func, target, rows: int | None = None):
     return sch
 
 
-@cpu_rule("lm_head_prefill", "bf16dot", grid={"mr": (2, 3, 4, 6), "nr": (2, 3)})
-def lm_head_gemm_bf16dot(func, target, mr: int = 4, nr: int = 3, nb: int = 64):
+@cpu_rule("lm_head_prefill", "bf16dot", grid={"mr": (2, 3, 4, 6), "nr": (2, 3, 4)})
+def lm_head_gemm_bf16dot(func, target, mr: int = 3, nr: int = 4, nb: int = 64):
     """bf16 on a CPU with avx512_bf16: the kernel rebuilt in the instruction's layout
     (ir/embed.py's `dot_layout`: rows padded), the norm fused into the padded rows, then the
     linear family's register-tiled dot-product GEMM (`dot.gemm_dot_block`)."""
@@ -143,7 +143,7 @@ def lm_head_gemm_bf16dot(func, target, mr: int = 4, nr: int = 3, nb: int = 64):
     vocab, hidden = int(vocab), int(hidden)
     if "head_f32" not in b or not dot.applies("bfloat16", hidden, target):
         return None
-    tile = dot.gemm_dot_tile(vocab, mr, nr, PAD_ROWS)
+    tile = dot.gemm_dot_tile(vocab, mr, nr, PAD_ROWS, nb)
     if tile is None:
         return None
     if func.attrs is None or ir_embed.EPS_ATTR not in func.attrs:
@@ -155,7 +155,7 @@ def lm_head_gemm_bf16dot(func, target, mr: int = 4, nr: int = 3, nb: int = 64):
     sch.compute_inline(b["xn"])
     xn_ss = b["xn_ss"]
     sch.parallel(sch.get_loops(xn_ss)[0])
-    dot.gemm_dot_block(sch, vocab, *tile, nb=nb, out="logits")
+    dot.gemm_dot_block(sch, *tile, out="logits")
     return sch
 
 
