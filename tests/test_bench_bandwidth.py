@@ -61,10 +61,27 @@ def test_copies_cover_four_times_the_cache():
 
 def test_rotation_calls_each_copy_in_turn_and_compiles_once():
     case = _case(1)
-    first, timed = rotating(case, 3)
-    assert len(case.built) == 3 and len({id(k) for k in case.built}) == 1  # one compile
+    first, timed, copies = rotating(case, 3)
+    assert copies == 3 and len(case.built) == 3 and len({id(k) for k in case.built}) == 1  # one compile
     outs = [timed.ours() for _ in range(3)]
     bases = [timed.baseline() for _ in range(3)]
     for o, b in zip(outs, bases):  # the i-th call of each side runs the same copy's data
         torch.testing.assert_close(o, b, rtol=1e-5, atol=1e-5)
     assert not torch.equal(outs[0], outs[1])  # different copies, different random data
+
+
+def test_copies_are_capped_by_the_memory_a_set_up_holds(monkeypatch):
+    """A set-up holding 64 MiB against a 256 MiB budget: 4 copies, not the 100 asked for."""
+    from hymba_compile.bench import kernels
+
+    monkeypatch.setattr(kernels, "MEMORY_BUDGET", 256 * 2**20)
+    held = []
+
+    def setup() -> Prepared:
+        t = torch.ones(16 * 2**20)  # 64 MiB, touched
+        held.append(t)
+        return Prepared(ours=lambda: t[:1], baseline=lambda: t[:1])
+
+    case = KernelCase("big", "big", "t", setup, memory_bound=True, bytes_moved=lambda: 4)
+    _, _, copies = rotating(case, 100)
+    assert 3 <= copies <= 5 and len(held) == copies

@@ -107,15 +107,28 @@ def copies_needed(case: KernelCase, cache_bytes: int) -> int:
     return max(2, min(MAX_COPIES, -(-4 * cache_bytes // max(1, case.bytes_moved()))))
 
 
-def rotating(case: KernelCase, copies: int) -> tuple[Prepared, Prepared]:
-    """(the first set-up, one whose sides each call the next of `copies` set-ups in turn).
-    Every set-up has its own tensors; kernels are compiled once (`reusing_kernels`)."""
+MEMORY_BUDGET = 4 * 2**30  # bytes all copies of one case may hold (and 1/4 of what is free)
+
+
+def rotating(case: KernelCase, copies: int) -> tuple[Prepared, Prepared, int]:
+    """(the first set-up, one whose sides each call the next of up to `copies` set-ups in
+    turn, the number of copies made). Every set-up has its own tensors; kernels are compiled once (`reusing_kernels`).
+    The copies are capped by memory: a set-up may hold far more than a call reads (the
+    embedding's whole 102 MB table for one row), measured as the process's RSS growth."""
+    import psutil  # noqa: PLC0415
+
     from ..build import reusing_kernels  # noqa: PLC0415
 
+    proc = psutil.Process()
     with reusing_kernels():
-        preps = [case.setup() for _ in range(copies)]
+        before = proc.memory_info().rss
+        preps = [case.setup()]
+        held = max(1, proc.memory_info().rss - before)
+        budget = min(MEMORY_BUDGET, psutil.virtual_memory().available // 4)
+        copies = max(1, min(copies, budget // held))
+        preps += [case.setup() for _ in range(copies - 1)]
     if copies == 1:
-        return preps[0], preps[0]
+        return preps[0], preps[0], 1
     turn = {"ours": 0, "baseline": 0}
 
     def side(name: str):
@@ -124,7 +137,7 @@ def rotating(case: KernelCase, copies: int) -> tuple[Prepared, Prepared]:
             return getattr(preps[i], name)()
         return call
 
-    return preps[0], Prepared(ours=side("ours"), baseline=side("baseline"))
+    return preps[0], Prepared(ours=side("ours"), baseline=side("baseline")), copies
 
 
 def run_case(case: KernelCase, peak_gbps: float, repeat: int,
@@ -132,14 +145,14 @@ def run_case(case: KernelCase, peak_gbps: float, repeat: int,
     """Time both sides of `case` (medians of `repeat` batches); memory-bound cases rotate
     through copies of their data larger than the last-level cache (`cache_bytes`)."""
     copies = copies_needed(case, last_level_cache_bytes() if cache_bytes is None else cache_bytes)
-    first, timed = rotating(case, copies)
+    first, timed, copies_used = rotating(case, copies)
     with torch.inference_mode():
         err = (first.ours().float() - first.baseline().float()).abs().max().item()
         ours_ms = median_ms(timed.ours, repeat=repeat)
         base_ms = median_ms(timed.baseline, repeat=repeat)
     row = {"name": case.name, "shape": case.shape, "ours_ms": round(ours_ms, 4),
            "baseline": case.baseline, "baseline_ms": round(base_ms, 4),
-           "ratio": round(base_ms / ours_ms, 3), "max_abs_err": err, "copies": copies}
+           "ratio": round(base_ms / ours_ms, 3), "max_abs_err": err, "copies": copies_used}
     if case.memory_bound and case.bytes_moved is not None:
         row["gbps"] = round(case.bytes_moved() / (ours_ms * 1e-3) / 1e9, 2)
         row["peak_gbps"] = round(peak_gbps, 2)
