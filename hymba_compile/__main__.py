@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--decode-batches", type=batch_list, default=None,
                        help="static decode batch sizes to compile, e.g. 1,4 (default 1,2,4,8 on "
                             "the CPU, 1,2,4,8,16 on CUDA)")
+        p.add_argument("--prefill-batches", type=batch_list, default=None,
+                       help="CPU: batch sizes prefilled as one packed sequence of rows (every "
+                            "linear once for all prompts), e.g. 4; default none (row by row). "
+                            "Each adds minutes of compile time")
         if backend:
             p.add_argument("--device", default=None,
                            help="cpu, cuda or cuda:N (default: cuda when a GPU is present and a "
@@ -162,7 +166,7 @@ def cmd_generate(args) -> int:
 
     model = load(args.model, backend=args.backend, dtype=args.dtype, tokenizer=args.tokenizer,
                  target=args.target, cache_dir=args.cache_dir, decode_batches=args.decode_batches,
-                 device=args.device)
+                 device=args.device, prefill_batches=tuple(args.prefill_batches or ()))
     ids = _prompt_ids(model, args)
     tok = model.tokenizer
     out = sys.stdout
@@ -248,7 +252,8 @@ def cmd_compile(args) -> int:
         batches = args.decode_batches or (CPU_DECODE_BATCHES if is_cpu_target(target)
                                           else CUDA_DECODE_BATCHES)
         try:
-            spec = ProgramSpec(config, dtype, batches)
+            spec = ProgramSpec(config, dtype, batches, prefill_batches=tuple(
+                args.prefill_batches or ()) if is_cpu_target(target) else ())
         except ValueError as e:
             raise HymbaError(str(e)) from None
         artifact = ensure_compiled(spec, target, args.out or args.cache_dir, force=args.force,

@@ -137,7 +137,8 @@ def load(path_or_preset: str | os.PathLike, backend: str = "tvm",
          cache_dir: str | os.PathLike | None = None,
          decode_batches: tuple[int, ...] | None = None, progress: bool = True,
          device: str | torch.device | None = None, variants: dict | None = None,
-         fusions: dict[str, str] | None = None) -> HymbaModel:
+         fusions: dict[str, str] | None = None,
+         prefill_batches: tuple[int, ...] = ()) -> HymbaModel:
     """Load a checkpoint folder (official HF format) or build a preset with seeded random weights.
 
     backend: "tvm" (compiled for `target`, the executable cached under `cache_dir`, see
@@ -154,6 +155,8 @@ def load(path_or_preset: str | os.PathLike, backend: str = "tvm",
     schedule variant name or `choices.Choice`}; default: what `explore` recorded for the target
     on this machine, else the hand-written defaults ({} forces those). fusions: whole-program
     fusion variants ({name: value}, `program_spec.FUSIONS`; default: each one's default).
+    prefill_batches (tvm backend, CPU): batch sizes prefilled as one packed sequence of rows
+    (`prefill_b{B}`; default none: row by row).
     """
     if backend not in BACKENDS:
         raise HymbaError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
@@ -182,12 +185,13 @@ def load(path_or_preset: str | os.PathLike, backend: str = "tvm",
         runner = HymbaReference(config, params)
     else:
         runner = _compiled_on_device(config, params, torch_dtype, target, cache_dir,
-                                     decode_batches, progress, device, variants, fusions)
+                                     decode_batches, progress, device, variants, fusions,
+                                     prefill_batches)
     return HymbaModel(config, runner, tok, source, torch_dtype)
 
 
 def _compiled_on_device(config, params, dtype, target, cache_dir, decode_batches, progress,
-                        device, variants=None, fusions=None):
+                        device, variants=None, fusions=None, prefill_batches=()):
     """compiled_backend on the requested device, or (device None) on CUDA when possible, else
     on the CPU, saying which on stderr."""
     from .targets import is_cpu_target, resolve_device  # noqa: PLC0415
@@ -206,13 +210,14 @@ def _compiled_on_device(config, params, dtype, target, cache_dir, decode_batches
     if dev is None:
         dev = "cpu" if target is None or is_cpu_target(target) else "cuda"
     return compiled_backend(config, params, dtype, target, cache_dir, decode_batches, progress,
-                            dev, variants, fusions)
+                            dev, variants, fusions, prefill_batches)
 
 
 def compiled_backend(config: HymbaConfig, params: dict[str, torch.Tensor], dtype: torch.dtype,
                      target: str | None = None, cache_dir=None, decode_batches=None,
                      progress: bool = True, device: str | torch.device = "cpu",
-                     variants: dict | None = None, fusions: dict[str, str] | None = None):
+                     variants: dict | None = None, fusions: dict[str, str] | None = None,
+                     prefill_batches: tuple[int, ...] = ()):
     """The `tvm` backend: the cached (or freshly compiled) program for `target` (default: the
     device's) with these weights bound on `device`."""
     from .artifacts import ensure_compiled, load_executable  # noqa: PLC0415 - tvm is heavy
@@ -230,7 +235,8 @@ def compiled_backend(config: HymbaConfig, params: dict[str, torch.Tensor], dtype
     name = "bfloat16" if dtype == torch.bfloat16 else "float32"
     batches = decode_batches or (CPU_DECODE_BATCHES if dev.type == "cpu" else CUDA_DECODE_BATCHES)
     try:
-        spec = ProgramSpec(config, name, tuple(batches), tuple(sorted((fusions or {}).items())))
+        spec = ProgramSpec(config, name, tuple(batches), tuple(sorted((fusions or {}).items())),
+                           tuple(prefill_batches or ()) if dev.type == "cpu" else ())
     except ValueError as e:
         raise HymbaError(str(e)) from None
     artifact = ensure_compiled(spec, target, cache_dir, variants, progress=progress)

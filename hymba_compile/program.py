@@ -311,11 +311,11 @@ def _add_prefill_batched(kernels: _Kernels, spec: ProgramSpec, B: int) -> None:
 
 
 def prefill_batches(spec: ProgramSpec, target: tvm.target.Target) -> tuple[int, ...]:
-    """The batch sizes that get a batched prefill function: every decode batch above 1, on
-    CPU targets (on CUDA not yet: untested on a GPU)."""
+    """The batch sizes that get a batched prefill function: the spec's `prefill_batches`, on
+    CPU targets (on CUDA not yet: untested on a GPU; such a program prefills row by row)."""
     if target.kind.name != "llvm":
         return ()
-    return tuple(b for b in spec.decode_batches if b > 1)
+    return spec.prefill_batches
 
 
 def _add_logits(kernels: _Kernels, spec: ProgramSpec) -> None:

@@ -155,10 +155,10 @@ class CompiledRuntime:
         self.fn = {name: self.vm[name] for name in
                    ("prefix", "prefill", "logits_last", "logits_all",
                     *[f"decode_b{b}" for b in spec.decode_batches])}
-        # batched prefill (CPU programs, every decode batch above 1); older programs have none
+        # batched prefill: the spec's sizes, where the program has them (CPU programs)
         self.prefill_sizes = []
-        for b in sorted(spec.decode_batches, reverse=True):
-            if b > 1 and self._has_function(f"prefill_b{b}"):
+        for b in sorted(spec.prefill_batches, reverse=True):
+            if self._has_function(f"prefill_b{b}"):
                 self.fn[f"prefill_b{b}"] = self.vm[f"prefill_b{b}"]
                 self.prefill_sizes.append(b)
         self.cache_dtype = TORCH[spec.cache_dtype]

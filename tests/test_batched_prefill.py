@@ -20,7 +20,7 @@ def tiny():
     config = preset("tiny")
     params = random_parameters(config, seed=0, dtype=torch.float32)
     backend = compiled_backend(config, params, torch.float32, decode_batches=(1, 2, 4),
-                               progress=False)
+                               progress=False, prefill_batches=(2, 4))
     return config, params, backend
 
 
@@ -39,9 +39,17 @@ def _generate(backend, ids, mask, sizes, steps=4, last_only=False):
         backend.prefill_sizes = [b for b in (4, 2) if f"prefill_b{b}" in backend.fn]
 
 
-def test_program_has_batched_prefill_for_each_decode_batch_above_one(tiny):
-    _, _, backend = tiny
+def test_program_has_the_batched_prefill_sizes_asked_for(tiny):
+    config, params, backend = tiny
     assert backend.prefill_sizes == [4, 2]
+    assert {"prefill_b2", "prefill_b4"} <= set(backend.fn)
+
+
+def test_batched_prefill_sizes_are_validated():
+    from hymba_compile.program_spec import ProgramSpec
+
+    with pytest.raises(ValueError, match="batched prefill sizes"):
+        ProgramSpec(preset("tiny"), "float32", (1, 4), prefill_batches=(1,))
 
 
 def _batch(config, batch: int):

@@ -3,8 +3,9 @@ for every CPU schedule variant of the fused kernel, fp32 and bf16 weights.
 
 Each fused kernel is tested the way the model uses it, followed by its linear (gate+up then
 the down gemv/matmul; norm_average then the out_proj matmul), against the whole twin function;
-hybrid_combine_decode is one kernel. The follow-up linear runs its default variant (its own
-variants are covered by test_linear.py).
+hybrid_combine_decode is one kernel. The follow-up linear runs its fp32-activation variant
+(`FOLLOW_UP`; the twins keep fp32 activations; every linear variant, bf16dot included, is covered
+by test_linear.py).
 
 Tolerance: outputs are fp32; the references get the weights widened to fp32 (exact for bf16),
 so both sides compute the same fp32 math except for summation order, the RMSNorm's rsqrt and
@@ -22,6 +23,8 @@ from hymba_compile.reference import hybrid_combine, swiglu
 from hymba_compile.ir.combine import gate_up_decode, gate_up_prefill, hybrid_combine_decode, norm_average
 from hymba_compile.ir.linear import gemv, matmul
 from hymba_compile.schedules import named_target, variants
+
+FOLLOW_UP = {"gemv": "rows", "matmul": "tiles"}  # fp32-activation linears after the fused kernel
 from tests.kernels.helpers import TORCH_DTYPES, assert_close, cached_kernel, with_pocl
 
 CPU = named_target("cpu")
@@ -60,7 +63,7 @@ def test_swiglu_decode(variant, batch, shape, dtype, seed):
     x, gw, uw, dw = _ffn_inputs(batch, d_model, d_ff, dtype, seed)
     h, y = torch.full((batch, d_ff), float("nan")), torch.full((batch, d_model), float("nan"))
     cached_kernel(gate_up_decode, (batch, d_model, d_ff, dtype), variant)(x, gw, uw, h)
-    cached_kernel(gemv, (batch, d_model, d_ff, dtype), None)(h, dw, y)
+    cached_kernel(gemv, (batch, d_model, d_ff, dtype), FOLLOW_UP["gemv"])(h, dw, y)
     _check_ffn(y, x, gw, uw, dw)
 
 
@@ -75,7 +78,7 @@ def test_swiglu_prefill(variant, rows, shape, dtype, seed):
     x, gw, uw, dw = _ffn_inputs(rows, d_model, d_ff, dtype, seed)
     h, y = torch.full((rows, d_ff), float("nan")), torch.full((rows, d_model), float("nan"))
     cached_kernel(gate_up_prefill, (d_model, d_ff, dtype), variant)(x, gw, uw, h)
-    cached_kernel(matmul, (d_model, d_ff, dtype), None)(h, dw, y)
+    cached_kernel(matmul, (d_model, d_ff, dtype), FOLLOW_UP["matmul"])(h, dw, y)
     _check_ffn(y, x, gw, uw, dw)
 
 
@@ -122,7 +125,7 @@ def test_hybrid_combine_prefill(variant, rows, shape, dtype, seed, scale):
     fused = torch.full((rows, d_inner), float("nan"))
     y = torch.full((rows, d_model), float("nan"))
     cached_kernel(norm_average, (d_inner, dtype, EPS), variant)(attn, ssm, w1, w2, fused)
-    cached_kernel(matmul, (d_model, d_inner, dtype), None)(fused, ow, y)
+    cached_kernel(matmul, (d_model, d_inner, dtype), FOLLOW_UP["matmul"])(fused, ow, y)
     _check_mix(y, attn, ssm, w1, w2, ow)
 
 
