@@ -24,6 +24,7 @@ compiler lazily, only to compile.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import importlib
 import json
 import os
@@ -56,10 +57,11 @@ def default_cache_dir() -> Path:
 
 
 def _source_files() -> list[Path]:
-    from . import ir, schedules  # noqa: PLC0415 - their sources, wherever they are installed
-
+    # found, not imported (the runtime-only TVM cannot import the schedules), wherever the
+    # packages are installed
+    ir_dir, schedules_dir = (Path(importlib.util.find_spec(f"hymba_compile.{name}")
+                                  .submodule_search_locations[0]) for name in ("ir", "schedules"))
     here = Path(__file__).resolve().parent
-    ir_dir, schedules_dir = Path(ir.__file__).parent, Path(schedules.__file__).parent
     files = sorted(ir_dir.glob("*.py")) + sorted(schedules_dir.rglob("*.py"))
     if not files:
         raise RuntimeError(f"no ir/ or schedules/ sources found under {ir_dir}, {schedules_dir}")

@@ -111,6 +111,17 @@ def variants(func_or_family, target: tvm.target.Target) -> list[str]:
     return [*names, UNSCHEDULED]
 
 
+# Variants that change the arithmetic, not only its order (bf16dot rounds the activations to
+# bf16): never the reference another schedule of the same IR is checked against.
+NUMERICS_VARIANTS = ("bf16dot",)
+
+
+def as_written_variant(func: tvm.tirx.PrimFunc, target: tvm.target.Target) -> str:
+    """The first registered variant of `func`'s family on `target` that computes the IR as
+    written (not a NUMERICS_VARIANTS one): the CPU build other schedules are checked against."""
+    return next(v for v in variants(func, target) if v not in NUMERICS_VARIANTS)
+
+
 def knob_grid(family: str, variant: str, target: tvm.target.Target) -> dict[str, tuple]:
     """The knob grid a family's variant declares on `target` ({} for dlight, unscheduled and
     rules without knobs)."""

@@ -42,9 +42,11 @@ def assert_generates_like_eager(cache) -> None:
 def test_points_start_with_the_default_and_never_repeat_it():
     pts = points("matmul", CPU, "cpu")
     assert pts[0] == Choice() and len(set(pts)) == len(pts)
-    # mr, nr, lanes grid (3 x 2 x 2) minus the rule's own defaults (6, 4, 8), plus the library
-    assert len(pts) == 1 + 11 + 1 and Choice.of(LIBRARY) in pts
-    assert Choice.of("tiles", {"mr": 6, "nr": 4, "lanes": 8}) not in pts
+    # the default rule (bf16dot: mr, nr, nb grid 4 x 3 x 2) minus its own defaults (3, 4, 64),
+    # the tiles grid (3 x 2 x 2) whole (not the default rule), plus the library
+    assert len(pts) == 1 + 23 + 12 + 1 and Choice.of(LIBRARY) in pts
+    assert Choice.of("bf16dot", {"mr": 3, "nr": 4, "nb": 64}) not in pts
+    assert Choice.of("tiles") in pts  # its own defaults (6, 4, 8): no knobs
     attention = points("attention_prefill", CPU, "cpu")
     assert Choice.of("flash", None, {"block_q": 32}) in attention  # builder knobs too
     assert not any(c.variant == LIBRARY for c in attention)  # only GEMM families have one

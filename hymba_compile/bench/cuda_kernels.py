@@ -119,6 +119,7 @@ def pocl_error(call: KernelCall, cuda_target: str) -> float:
     parameter the kernel writes, at the call's small size. NaN where exactly one side is NaN."""
     from hymba_compile.schedules import named_target
     from hymba_compile.schedules.options import build_for
+    from hymba_compile.schedules.registry import as_written_variant
 
     from ..build import build_kernel
     from ..pocl import build_pocl_kernel
@@ -127,7 +128,7 @@ def pocl_error(call: KernelCall, cuda_target: str) -> float:
     gpu_func = build_for(call.builder, args, named_target(cuda_target), **call.kwargs)
     cpu_func = call.builder(*args, **call.kwargs)
     gpu = build_pocl_kernel(gpu_func, cuda_target)
-    cpu = build_kernel(cpu_func)
+    cpu = build_kernel(cpu_func, variant=as_written_variant(cpu_func, named_target("cpu")))
     inputs = make_inputs(gpu_func, call.dims, call.ranges)
     on_gpu, on_cpu = [t.clone() for t in inputs], [t.clone() for t in inputs]
     gpu(*on_gpu)

@@ -43,14 +43,16 @@ def pocl_check(call, family: str, choice: Choice, target, target_name: str) -> d
     from ..bench.cuda_kernels import make_inputs
     from ..build import build_kernel
     from ..pocl import build_pocl_kernel
-    from hymba_compile.schedules.registry import family_of
+    from hymba_compile.schedules import named_target
+    from hymba_compile.schedules.registry import as_written_variant, family_of
 
     args = call.small_args if call.small_args is not None else call.args
     func = _with_knobs(call, args, choice, family, target)
     own = family_of(func) == family
     gpu = build_pocl_kernel(func, target_name, choice.variant if own else None,
                             knobs=dict(choice.rule_knobs) if own else None)
-    cpu = build_kernel(call.builder(*args, **call.kwargs))
+    cpu_func = call.builder(*args, **call.kwargs)
+    cpu = build_kernel(cpu_func, variant=as_written_variant(cpu_func, named_target("cpu")))
     inputs = make_inputs(func, call.dims, call.ranges)
     on_gpu, on_cpu = [t.clone() for t in inputs], [t.clone() for t in inputs]
     gpu(*on_gpu)
