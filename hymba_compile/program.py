@@ -234,30 +234,39 @@ def _cache_vars(c: HymbaConfig, spec: ProgramSpec, batch, cap) -> list[relax.Var
             for name, shape in zip(names, cache_shapes(c, batch, cap))]
 
 
+def _prefix_vars(c: HymbaConfig) -> list[relax.Var]:
+    """The meta-token prefix state a prefill starts from: meta_k, meta_v (per owner layer
+    [1, KV, M, d]), conv_in [1, K, C] and ssm_in [1, N, C] (per layer), as tuple arguments."""
+    M, kvh, dq, dv = c.num_memory_tokens, c.num_key_value_heads, c.qk_head_dim, c.v_dim
+    C, N, K, L = c.d_inner, c.mamba_d_state, c.mamba_d_conv, c.num_hidden_layers
+    owners = owner_layers(c)
+    return [relax.Var("meta_k", relax.TupleType([_tensor((1, kvh, M, dq)) for _ in owners])),
+            relax.Var("meta_v", relax.TupleType([_tensor((1, kvh, M, dv)) for _ in owners])),
+            relax.Var("conv_in", relax.TupleType([_tensor((1, K, C))] * L)),
+            relax.Var("ssm_in", relax.TupleType([_tensor((1, N, C))] * L))]
+
+
+def _unpack_prefix(g, prefix_vars) -> tuple[list, list, list, list]:
+    """The prefix tuples' items (meta_k, meta_v, conv, ssm lists), as the steps take them."""
+    return tuple([g.bb.emit(relax.TupleGetItem(t, j)) for j in range(len(t.ty.fields))]
+                 for t in prefix_vars)
+
+
 def _add_prefill(kernels: _Kernels, spec: ProgramSpec) -> None:
     c = spec.config
-    H, C, N, K = c.hidden_size, c.d_inner, c.mamba_d_state, c.mamba_d_conv
-    M, kvh, dq, dv = c.num_memory_tokens, c.num_key_value_heads, c.qk_head_dim, c.v_dim
+    H = c.hidden_size
     n, cap = tirx.Var("n", "int64"), tirx.Var("cap", "int64")
-    owners = owner_layers(c)
     ids = relax.Var("ids", _tensor((n,), I32))
     positions = relax.Var("positions", _tensor((1, n), I32))
-    meta_k = relax.Var("meta_k", relax.TupleType([_tensor((1, kvh, M, dq)) for _ in owners]))
-    meta_v = relax.Var("meta_v", relax.TupleType([_tensor((1, kvh, M, dv)) for _ in owners]))
-    conv_in = relax.Var("conv_in", relax.TupleType([_tensor((1, K, C))] * c.num_hidden_layers))
-    ssm_in = relax.Var("ssm_in", relax.TupleType([_tensor((1, N, C))] * c.num_hidden_layers))
+    prefix_vars = _prefix_vars(c)
     caches = _cache_vars(c, spec, 1, cap)
     caches_t = relax.Var("caches", relax.TupleType([v.ty for v in caches]))
     weights = _weights_var(spec)
-    with kernels.bb.function("prefill", [ids, positions, meta_k, meta_v, conv_in, ssm_in, caches_t,
-                                         weights]):
+    with kernels.bb.function("prefill", [ids, positions, *prefix_vars, caches_t, weights]):
         with kernels.bb.dataflow():
             g = _Builder(spec, kernels, weights)
             item = lambda t, j: g.bb.emit(relax.TupleGetItem(t, j))  # noqa: E731
-            prefix = ([item(meta_k, j) for j in range(len(owners))],
-                      [item(meta_v, j) for j in range(len(owners))],
-                      [item(conv_in, i) for i in range(c.num_hidden_layers)],
-                      [item(ssm_in, i) for i in range(c.num_hidden_layers)])
+            prefix = _unpack_prefix(g, prefix_vars)
             row_caches = [item(caches_t, j) for j in range(len(caches))]
             h = g.call(g.kernel(embed.embedding, c.vocab_size, H, spec.weight_dtype, I32, F32),
                        [ids, g.w("embed")], ((n, H), F32))
@@ -274,29 +283,21 @@ def _add_prefill_batched(kernels: _Kernels, spec: ProgramSpec, B: int) -> None:
     Returns (the normed hidden of every row, packed [n_0 + ... + n_{B-1}, H], the caches of
     every row (row after row), the conv states and the SSM states, row after row)."""
     c = spec.config
-    H, C, N, K = c.hidden_size, c.d_inner, c.mamba_d_state, c.mamba_d_conv
-    M, kvh, dq, dv = c.num_memory_tokens, c.num_key_value_heads, c.qk_head_dim, c.v_dim
-    owners = owner_layers(c)
+    H = c.hidden_size
     ns = [tirx.Var(f"n{r}", "int64") for r in range(B)]
     ids = [relax.Var(f"ids{r}", _tensor((ns[r],), I32)) for r in range(B)]
     positions = [relax.Var(f"positions{r}", _tensor((1, ns[r]), I32)) for r in range(B)]
-    meta_k = relax.Var("meta_k", relax.TupleType([_tensor((1, kvh, M, dq)) for _ in owners]))
-    meta_v = relax.Var("meta_v", relax.TupleType([_tensor((1, kvh, M, dv)) for _ in owners]))
-    conv_in = relax.Var("conv_in", relax.TupleType([_tensor((1, K, C))] * c.num_hidden_layers))
-    ssm_in = relax.Var("ssm_in", relax.TupleType([_tensor((1, N, C))] * c.num_hidden_layers))
+    prefix_vars = _prefix_vars(c)
     caches = [_cache_vars(c, spec, 1, tirx.Var(f"cap{r}", "int64")) for r in range(B)]
     caches_t = [relax.Var(f"caches{r}", relax.TupleType([v.ty for v in caches[r]]))
                 for r in range(B)]
     weights = _weights_var(spec)
-    with kernels.bb.function(f"prefill_b{B}", [*ids, *positions, meta_k, meta_v, conv_in, ssm_in,
-                                               *caches_t, weights]):
+    with kernels.bb.function(f"prefill_b{B}", [*ids, *positions, *prefix_vars, *caches_t,
+                                               weights]):
         with kernels.bb.dataflow():
             g = _Builder(spec, kernels, weights)
             item = lambda t, j: g.bb.emit(relax.TupleGetItem(t, j))  # noqa: E731
-            prefix = ([item(meta_k, j) for j in range(len(owners))],
-                      [item(meta_v, j) for j in range(len(owners))],
-                      [item(conv_in, i) for i in range(c.num_hidden_layers)],
-                      [item(ssm_in, i) for i in range(c.num_hidden_layers)])
+            prefix = _unpack_prefix(g, prefix_vars)
             rows = [SequenceSteps(g, ns[r], positions[r], prefix,
                                   [item(caches_t[r], j) for j in range(len(caches[r]))])
                     for r in range(B)]
