@@ -193,7 +193,10 @@ def cmd_generate(args) -> int:
     out.write("\n")
     mode = "greedy" if args.greedy else f"sampled (T={args.temperature}, top-k={args.top_k}, seed={args.seed})"
     dtype = str(model.dtype).replace("torch.", "")
-    dtype = f"{dtype} weights, float32 math" if args.backend == "tvm" else dtype
+    if args.backend == "tvm":
+        from .artifact_info import linear_numerics
+
+        dtype = f"{dtype} weights, {linear_numerics(model.backend)}"
     where = f" on {model.backend.device}" if args.backend == "tvm" else ""
     print(f"[{model.source} | backend {args.backend}{where} | {dtype} | {mode}] "
           f"prompt {len(ids)} tokens, generated {new} tokens, prefill {s.prefill_s:.2f} s, "

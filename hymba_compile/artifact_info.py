@@ -68,3 +68,16 @@ def print_artifacts(path: str) -> None:
         raise HymbaError(f"{path} holds no compiled program (no {MANIFEST} in it or its folders)")
     for i, entry in enumerate(found):
         print(("\n" if i else "") + describe(entry))
+
+
+def linear_numerics(backend) -> str:
+    """What a loaded program's linears compute in: "bf16 dot products" when its manifest lists
+    bf16dot kernels (a bf16 program on a CPU with avx512_bf16: inputs rounded to bf16), else
+    "float32 math" ("unknown" for a backend without a cache entry)."""
+    artifact = getattr(backend, "artifact", None)
+    if artifact is None:
+        return "unknown"
+    kernels = read_manifest(artifact.path).get("kernels", {})
+    used = {k.get("variant") for k in kernels.values()}
+    return "bf16 dot products" if "bf16dot" in used else "float32 math"
+

@@ -122,13 +122,12 @@ def check_fixture(bundle: Path, programs: Path, device: torch.device) -> dict:
 
 def _linears(backend) -> str:
     """"bf16dot" when the program's linears round their inputs to bf16 (a CPU with
-    avx512_bf16), else "fp32 activations": read from the program's manifest."""
-    artifact = getattr(backend, "artifact", None)
-    if artifact is None:
-        return "unknown"
-    manifest = json.loads((artifact.path / "manifest.json").read_text())
-    used = {k.get("variant") for k in manifest.get("kernels", {}).values()}
-    return "bf16dot" if "bf16dot" in used else "fp32 activations"
+    avx512_bf16), else "fp32 activations" (from the manifest, `artifact_info.linear_numerics`)."""
+    from ..artifact_info import linear_numerics  # noqa: PLC0415
+
+    numerics = linear_numerics(backend)
+    return {"bf16 dot products": "bf16dot", "float32 math": "fp32 activations"}.get(numerics,
+                                                                                  numerics)
 
 
 def _follow(backend, reference, ids: torch.Tensor, steps: int, device) -> dict:
