@@ -8,12 +8,17 @@ How the instruction is reached (TVM 0.27, LLVM 22), each alternative measured:
   codegen has no bf16 type (it segfaults when both legalizations are skipped).
 * So the intrinsic sits in a 6-line LLVM IR helper taking pointers, linked into the module by
   the `pragma_import_llvm` annotation and inlined (alwaysinline); the kernel calls it with
-  `T.call_extern` on buffer addresses (the bf16 ones typed as their u16 storage, `_bf16_ptr`). The accumulator tile is a small constant "global"
-  buffer (a stack array that LLVM promotes to registers once the helper is inlined).
+  `T.call_extern` on buffer addresses (the bf16 ones typed as their u16 storage, `_bf16_ptr`).
+  The accumulator tile is a small constant "global" buffer (a stack array that LLVM promotes
+  to registers once the helper is inlined).
+* The bf16 operands must live in bf16 storage: TVM keeps an intermediate bf16 buffer computed
+  by arithmetic (lm_head's normalised rows `xn`) in fp32, so the schedules read a copy stage
+  `xb` (ir/linear.py, ir/embed.py's dot layouts).
 
-A reduction block y[..] = sum_k f32(xb[.., k]) * f32(w[.., k]) with bf16 xb and w is split
+The GEMV's reduction block y[..] = sum_k f32(xb[.., k]) * f32(w[.., k]) is split
 k -> (ko, l 16, p 2) and rfactored over l, which gives exactly the instruction's shape:
-part[.., l] += xb[.., 32 ko + 2 l + p] * w[.., 32 ko + 2 l + p] over p, then y = sum_l part.
+part[.., l] += xb[.., 32 ko + 2 l + p] * w[.., 32 ko + 2 l + p] over p, then y = sum_l part;
+the GEMM's IR has that `part` stage itself, over padded rows (ir/linear.padded_dot_compute).
 """
 
 from __future__ import annotations
