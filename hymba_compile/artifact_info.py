@@ -70,6 +70,9 @@ def print_artifacts(path: str) -> None:
         print(("\n" if i else "") + describe(entry))
 
 
+BF16_DOT = "bf16 dot products"  # `linear_numerics` of a program with bf16dot linears
+
+
 def linear_numerics(backend) -> str:
     """What a loaded program's linears compute in: "bf16 dot products" when its manifest lists
     bf16dot kernels (a bf16 program on a CPU with avx512_bf16: inputs rounded to bf16), else
@@ -79,5 +82,5 @@ def linear_numerics(backend) -> str:
         return "unknown"
     kernels = read_manifest(artifact.path).get("kernels", {})
     used = {k.get("variant") for k in kernels.values()}
-    return "bf16 dot products" if "bf16dot" in used else "float32 math"
+    return BF16_DOT if "bf16dot" in used else "float32 math"
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from ..artifact_info import BF16_DOT, linear_numerics
 from ..config import preset
 from ..model import HymbaModel, compiled_backend, load
 from ..reference import HymbaReference, selective_scan
@@ -116,18 +117,9 @@ def check_fixture(bundle: Path, programs: Path, device: torch.device) -> dict:
     out["bf16_prefill_max_abs_vs_eager_bf16"] = (got_logits - ref16).abs().max().item()
     out["eager_bf16_vs_eager_fp32_max_abs"] = (ref16 - ref32).abs().max().item()
     out["bf16_greedy_ids_equal_official"] = _greedy(bf16.backend, ids, len(want_ids))[0] == want_ids
-    out["bf16_linears"] = _linears(bf16.backend)
+    out["bf16_linears"] = linear_numerics(bf16.backend)  # from the program's manifest
     return out
 
-
-def _linears(backend) -> str:
-    """"bf16dot" when the program's linears round their inputs to bf16 (a CPU with
-    avx512_bf16), else "fp32 activations" (from the manifest, `artifact_info.linear_numerics`)."""
-    from ..artifact_info import linear_numerics  # noqa: PLC0415
-
-    numerics = linear_numerics(backend)
-    return {"bf16 dot products": "bf16dot", "float32 math": "fp32 activations"}.get(numerics,
-                                                                                  numerics)
 
 
 def _follow(backend, reference, ids: torch.Tensor, steps: int, device) -> dict:
@@ -301,7 +293,7 @@ def verdict(results: dict, save) -> int:
                   "fp32 decode vs official": fx["fp32_decode_max_abs_vs_official"] <= 2e-4 * scale,
                   "fp32 greedy ids": fx["fp32_greedy_ids_equal_official"],
                   "bf16 vs eager fp32": fx["bf16_prefill_max_abs_vs_eager_fp32_same_weights"]
-                  <= (fx["eager_bf16_vs_eager_fp32_max_abs"] if fx.get("bf16_linears") == "bf16dot"
+                  <= (fx["eager_bf16_vs_eager_fp32_max_abs"] if fx.get("bf16_linears") == BF16_DOT
                       else 1e-3 * scale),
                   "bf16 greedy ids": fx["bf16_greedy_ids_equal_official"]}
         failed += [f"fixture: {name}" for name, ok in checks.items() if not ok]
